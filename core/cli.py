@@ -1,0 +1,198 @@
+"""The ``guidedrl`` command: run, eval, compare, and list plugins, envs and LLM backends."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from guidedrl import __version__
+from guidedrl.errors import GuidedRLError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from guidedrl.config import apply_overrides, from_dict, load
+    from guidedrl.runner import train
+
+    data: dict[str, Any] = load(args.config) if args.config else {}
+    flags = {
+        "env": args.env,
+        "algo": args.algo,
+        "steps": args.steps,
+        "seed": args.seed,
+        "out": args.out,
+    }
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.methods is not None:
+        data["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    overrides = list(args.set or [])
+    if args.llm is not None:
+        overrides.insert(0, f"llm.backend={json.dumps(args.llm)}")
+    if args.llm_cache is not None:
+        overrides.insert(0, f"llm.cache={json.dumps(args.llm_cache)}")
+    if args.llm_log is not None:
+        overrides.insert(0, f"llm.log={json.dumps(args.llm_log)}")
+    if args.resume and args.config and Path(args.config).is_dir() and "out" not in data:
+        data["out"] = str(args.config)
+    config = from_dict(apply_overrides(data, overrides))
+    result = train(config, resume=args.resume, progress=not args.quiet)
+    s = result.summary
+    print(
+        f"\nrun finished: best test return {s['best_return']:.1f}, final {s['final_return']:.1f}, "
+        f"{s['env_steps']} env steps in {s['wall_s']:.0f}s; LLM: {s['llm_calls']} calls, "
+        f"{s['llm_cache_hits']} cache hits, {s['llm_failures']} failures ({s.get('llm_backend')})"
+    )
+    print(f"results: {result.run_dir}/summary.json   metrics: {result.run_dir}/metrics.jsonl")
+    if not args.no_plot:
+        from guidedrl.compare import plot_runs
+
+        png = plot_runs([result.run_dir], result.run_dir / "learning_curve.png")
+        print(f"plot:    {png}")
+    return 0
+
+
+def _plugin_rows() -> dict[str, list[dict[str, Any]]]:
+    from guidedrl.plugins import discover, guidance_hooks_of
+    from guidedrl.registry import ENVS, LLMS
+
+    methods = []
+    for name, info in sorted(discover("methods").items()):
+        row: dict[str, Any] = {"id": name, "distribution": info.dist, "version": info.version, "entry_point": info.value}
+        try:
+            obj = info.load()
+            row["hooks"] = guidance_hooks_of(obj)
+        except GuidedRLError as exc:
+            row["error"] = str(exc)
+        methods.append(row)
+    envs_info, llms_info = discover("envs"), discover("llms")
+
+    def reg_rows(reg: Any, infos: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = []
+        for entry in reg:
+            src = infos.get(entry.source.split(":", 1)[-1])
+            rows.append(
+                {
+                    "id": entry.id,
+                    "summary": entry.summary,
+                    "distribution": src.dist if src else "guidedrl",
+                    "version": src.version if src else __version__,
+                }
+            )
+        return rows
+
+    return {"methods": methods, "envs": reg_rows(ENVS, envs_info), "llms": reg_rows(LLMS, llms_info)}
+
+
+def _print_table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[", ".join(v) if isinstance(v := row.get(c, ""), list) else str(v) for c in cols])
+    Console().print(table)
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    rows = _plugin_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    _print_table("methods", rows["methods"], ["id", "distribution", "version", "hooks"])
+    _print_table("environments", rows["envs"], ["id", "distribution", "version", "summary"])
+    _print_table("LLM backends", rows["llms"], ["id", "distribution", "version", "summary"])
+    return 0
+
+
+def _cmd_list(kind: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        rows = _plugin_rows()[kind]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            _print_table(kind, rows, ["id", "distribution", "version", "summary"])
+        return 0
+
+    return run
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from guidedrl.evaluate import evaluate_run
+
+    result = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from guidedrl.compare import compare_runs
+
+    table_path, png_path = compare_runs(args.run_dirs, args.out, threshold=args.threshold)
+    print(Path(table_path).read_text())
+    print(f"table: {table_path}\nplot:  {png_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guidedrl", description="LLM-guided reinforcement learning over Tianshou.")
+    parser.add_argument("--version", action="version", version=f"guidedrl {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train a policy, optionally guided by methods and an LLM")
+    run.add_argument("config", nargs="?", help="TOML config file (or a run directory's config.toml)")
+    run.add_argument("--env", help="environment id (see `guidedrl envs`)")
+    run.add_argument("--algo", choices=["ppo", "dqn", "sac"])
+    run.add_argument("--steps", type=int, help="training env steps")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--out", help="the run directory (default runs/<env>__<methods>__<seed>__<time>)")
+    run.add_argument("--methods", help="comma-separated method ids, in order of precedence")
+    run.add_argument("--llm", help="LLM backend: simulated, openai:MODEL, llamacpp:MODEL or provider:model")
+    run.add_argument("--llm-cache", choices=["off", "read", "readwrite"], help="LLM response cache mode")
+    run.add_argument("--llm-log", choices=["summary", "full"], help="full: also log prompts and answers")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable), e.g. ppo.lr=3e-4")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--no-plot", action="store_true", help="do not write learning_curve.png")
+    run.set_defaults(func=_cmd_run)
+
+    plugins = sub.add_parser("plugins", help="installed methods, envs and LLM backends")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=_cmd_plugins)
+    for kind, help_text in (("envs", "registered environment adapters"), ("llms", "registered LLM backends")):
+        p = sub.add_parser(kind, help=help_text)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=_cmd_list(kind))
+
+    ev = sub.add_parser("eval", help="evaluate a run's last checkpoint")
+    ev.add_argument("run_dir")
+    ev.add_argument("--episodes", type=int, default=10)
+    ev.add_argument("--seed", type=int, default=12345)
+    ev.set_defaults(func=_cmd_eval)
+
+    cmp_ = sub.add_parser("compare", help="table (mean ± std over seeds) and learning curves of runs")
+    cmp_.add_argument("run_dirs", nargs="+")
+    cmp_.add_argument("--out", required=True, help="directory for compare.md and curves.png")
+    cmp_.add_argument("--threshold", type=float, default=None, help="return threshold for 'env steps to threshold'")
+    cmp_.set_defaults(func=_cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GuidedRLError as exc:
+        print(f"guidedrl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("guidedrl: interrupted; the run directory keeps everything up to the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""Run configuration: frozen ``attrs`` classes, TOML files and ``--set key=value`` overrides.
+
+A config file is TOML. Top-level keys are :class:`RunConfig` fields; tables are its sections
+(``[train]``, ``[ppo]``, ``[llm]``, ...); any other table is the settings of a method named in
+``methods`` (``[ultra]`` → ``ultra.variant = "ra"``). The resolved config of every run is saved as
+``config.toml`` in its run directory, and ``guidedrl run RUN_DIR/config.toml`` runs it again.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import tomli_w
+
+from guidedrl.errors import ConfigError, did_you_mean
+
+_pos = attrs.validators.gt(0)
+_nonneg = attrs.validators.ge(0)
+_prob = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+
+
+def _choice(*options: str):  # noqa: ANN202 - attrs validator factory
+    return attrs.validators.in_(options)
+
+
+@attrs.frozen(kw_only=True)
+class TrainConfig:
+    """How training is run, independent of the algorithm."""
+
+    num_envs: int = attrs.field(default=8, validator=_pos)
+    """Parallel training environments."""
+    num_test_envs: int = attrs.field(default=4, validator=_pos)
+    """Parallel test environments."""
+    test_episodes: int = attrs.field(default=10, validator=_pos)
+    """Episodes per evaluation (after every epoch)."""
+    epoch_steps: int = attrs.field(default=5000, validator=_pos)
+    """Env steps between evaluations, checkpoints and metric rows."""
+    vector: Literal["dummy", "subproc", "ray"] = attrs.field(default="dummy", validator=_choice("dummy", "subproc", "ray"))
+    """Vector env: ``dummy`` (in-process), ``subproc`` (one process per env) or ``ray`` (needs ``guidedrl[ray]``)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+    stop_return: float | None = None
+    """Stop early once the test return reaches this (``None``: train for all ``steps``)."""
+    checkpoint: bool = True
+    """Save ``checkpoint.pt`` after every epoch (what ``--resume`` continues from)."""
+    torch_threads: int = attrs.field(default=1, validator=_pos)
+    """Torch CPU threads; small networks are fastest with one."""
+    init_from: str | None = None
+    """A run directory or ``checkpoint.pt`` whose policy weights start this run (e.g. a sub-optimal
+    policy that a method refines). Only the networks are loaded, not the optimiser or counters."""
+
+
+@attrs.frozen(kw_only=True)
+class PPOConfig:
+    """PPO (discrete or continuous actions)."""
+
+    lr: float = attrs.field(default=1e-3, validator=_pos)
+    hidden: tuple[int, ...] = (64, 64)
+    steps_per_collect: int = attrs.field(default=1024, validator=_pos)
+    """Env steps gathered before each update."""
+    repeat: int = attrs.field(default=10, validator=_pos)
+    """Passes over each collected batch."""
+    batch_size: int = attrs.field(default=256, validator=_pos)
+    gamma: float = attrs.field(default=0.99, validator=_prob)
+    gae_lambda: float = attrs.field(default=0.95, validator=_prob)
+    eps_clip: float = attrs.field(default=0.2, validator=_pos)
+    ent_coef: float = attrs.field(default=0.0, validator=_nonneg)
+    vf_coef: float = attrs.field(default=0.5, validator=_nonneg)
+    max_grad_norm: float = attrs.field(default=0.5, validator=_pos)
+    advantage_normalization: bool = False
+    """Normalise advantages (per minibatch; per batch over the policy's own steps when actions are advised)."""
+
+
+@attrs.frozen(kw_only=True)
+class DQNConfig:
+    """DQN (discrete actions)."""
+
+    lr: float = attrs.field(default=1e-3, validator=_pos)
+    hidden: tuple[int, ...] = (128, 128)
+    gamma: float = attrs.field(default=0.99, validator=_prob)
+    n_step: int = attrs.field(default=3, validator=_pos)
+    target_update_freq: int = attrs.field(default=320, validator=_nonneg)
+    buffer_size: int = attrs.field(default=20000, validator=_pos)
+    batch_size: int = attrs.field(default=64, validator=_pos)
+    steps_per_collect: int = attrs.field(default=16, validator=_pos)
+    updates_per_step: float = attrs.field(default=0.1, validator=_pos)
+    eps_train: float = attrs.field(default=0.1, validator=_prob)
+    eps_test: float = attrs.field(default=0.0, validator=_prob)
+    start_steps: int = attrs.field(default=1000, validator=_nonneg)
+    """Random-policy steps before learning starts."""
+
+
+@attrs.frozen(kw_only=True)
+class SACConfig:
+    """SAC (continuous actions)."""
+
+    actor_lr: float = attrs.field(default=1e-3, validator=_pos)
+    critic_lr: float = attrs.field(default=1e-3, validator=_pos)
+    hidden: tuple[int, ...] = (256, 256)
+    gamma: float = attrs.field(default=0.99, validator=_prob)
+    tau: float = attrs.field(default=0.005, validator=_prob)
+    alpha: float = attrs.field(default=0.2, validator=_nonneg)
+    auto_alpha: bool = True
+    n_step: int = attrs.field(default=1, validator=_pos)
+    buffer_size: int = attrs.field(default=200000, validator=_pos)
+    batch_size: int = attrs.field(default=256, validator=_pos)
+    steps_per_collect: int = attrs.field(default=1, validator=_pos)
+    updates_per_step: float = attrs.field(default=1.0, validator=_pos)
+    start_steps: int = attrs.field(default=5000, validator=_nonneg)
+
+
+@attrs.frozen(kw_only=True)
+class MARLConfig:
+    """Multi-agent PPO on PettingZoo parallel envs (used when the env adapter is multi-agent)."""
+
+    lr: float = attrs.field(default=3e-4, validator=_pos)
+    hidden: tuple[int, ...] = (64, 64)
+    steps_per_collect: int = attrs.field(default=2048, validator=_pos)
+    """Joint env steps gathered before each update."""
+    repeat: int = attrs.field(default=5, validator=_pos)
+    batch_size: int = attrs.field(default=256, validator=_pos)
+    gamma: float = attrs.field(default=0.99, validator=_prob)
+    gae_lambda: float = attrs.field(default=0.95, validator=_prob)
+    eps_clip: float = attrs.field(default=0.2, validator=_pos)
+    ent_coef: float = attrs.field(default=0.01, validator=_nonneg)
+    vf_coef: float = attrs.field(default=0.5, validator=_nonneg)
+    max_grad_norm: float = attrs.field(default=0.5, validator=_pos)
+    share_parameters: bool = True
+    """One actor for all agents (agent id appended to the observation) instead of one per agent."""
+    centralized_critic: bool = True
+    """CTDE: the critic sees the joint observation; actors only their own."""
+
+
+@attrs.frozen(kw_only=True)
+class PretrainConfig:
+    """Offline imitation of ``ctx.demos`` before RL (Tianshou's imitation algorithm)."""
+
+    steps: int = attrs.field(default=0, validator=_nonneg)
+    """Gradient steps of behaviour cloning; 0 skips pre-training."""
+    batch_size: int = attrs.field(default=256, validator=_pos)
+    lr: float = attrs.field(default=1e-3, validator=_pos)
+    demos_path: str | None = None
+    """An ``.npz`` of demonstrations loaded by the core's default ``generate_demonstrations``."""
+
+
+@attrs.frozen(kw_only=True)
+class LLMConfig:
+    """The LLM every method of the run talks to."""
+
+    backend: str = "simulated"
+    """A registered backend id (``simulated``, ``openai:MODEL``, ``llamacpp:MODEL``) or LangChain ``provider:model``."""
+    options: dict[str, Any] = attrs.field(factory=dict)
+    """Backend options (``simulated``: ``error_rate``, ``invalid_rate``, ``latency_ms``; ``openai``: ``base_url``, ...)."""
+    cache: Literal["off", "read", "readwrite"] = attrs.field(default="readwrite", validator=_choice("off", "read", "readwrite"))
+    """Response cache mode."""
+    cache_path: str | None = None
+    """SQLite cache file; default ``$GUIDEDRL_CACHE_DIR/llm_cache.sqlite`` (``~/.cache/guidedrl``)."""
+    log: Literal["summary", "full"] = attrs.field(default="summary", validator=_choice("summary", "full"))
+    """``full`` also writes prompts and answers to ``llm_calls.jsonl``."""
+    max_calls: int | None = None
+    """Backend calls per run before guidance stops (cache hits are free)."""
+    max_tokens: int | None = None
+    """Tokens per run before guidance stops (where the backend reports them)."""
+    max_wall_s: float | None = None
+    """Seconds spent waiting on the LLM per run before guidance stops."""
+    timeout_s: float = attrs.field(default=30.0, validator=_pos)
+    """Per-call timeout."""
+    retries: int = attrs.field(default=2, validator=_nonneg)
+    """Re-asks after an invalid answer (the validation error is fed back)."""
+    transient_retries: int = attrs.field(default=3, validator=_nonneg)
+    """Retries with backoff after transient errors (rate limit, connection reset, 5xx, timeout)."""
+    backoff_s: float = attrs.field(default=1.0, validator=_nonneg)
+    """First wait before a transient retry; doubles each retry (with jitter), capped at 30 s."""
+    max_concurrency: int = attrs.field(default=8, validator=_pos)
+    """Concurrent calls for batched questions."""
+
+
+SECTIONS: dict[str, type] = {
+    "train": TrainConfig,
+    "ppo": PPOConfig,
+    "dqn": DQNConfig,
+    "sac": SACConfig,
+    "marl": MARLConfig,
+    "pretrain": PretrainConfig,
+    "llm": LLMConfig,
+}
+
+
+@attrs.frozen(kw_only=True)
+class RunConfig:
+    """One training run."""
+
+    env: str = attrs.field(default="CartPole-v1")
+    """Environment id: a registered adapter id or any Gymnasium id."""
+    env_kwargs: dict[str, Any] = attrs.field(factory=dict)
+    """Keyword arguments for the adapter (and ``gym.make``)."""
+    algo: Literal["ppo", "dqn", "sac"] = attrs.field(default="ppo", validator=_choice("ppo", "dqn", "sac"))
+    """``ppo`` (discrete or continuous), ``dqn`` (discrete), ``sac`` (continuous)."""
+    steps: int = attrs.field(default=50000, validator=_pos)
+    """Training env steps."""
+    seed: int = attrs.field(default=0, validator=_nonneg)
+    methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Method plugins, in order of precedence (the first wins ``refine_action``)."""
+    method_config: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    """Settings of each method (TOML: a table named after the method)."""
+    out: str | None = None
+    """Run directory; default ``runs/<env>__<methods>__<seed>__<time>``."""
+    train: TrainConfig = attrs.field(factory=TrainConfig)
+    ppo: PPOConfig = attrs.field(factory=PPOConfig)
+    dqn: DQNConfig = attrs.field(factory=DQNConfig)
+    sac: SACConfig = attrs.field(factory=SACConfig)
+    marl: MARLConfig = attrs.field(factory=MARLConfig)
+    pretrain: PretrainConfig = attrs.field(factory=PretrainConfig)
+    llm: LLMConfig = attrs.field(factory=LLMConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self, recurse=True)
+        method_config = data.pop("method_config")
+        data.update(method_config)
+        return _drop_none(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(tomli_w.dumps(self.to_dict()))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in attrs.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown setting {where}{key}.{did_you_mean(key, fields)} "
+                f"Valid settings{(' of [' + where.rstrip('.') + ']') if where else ''}: {', '.join(sorted(fields))}."
+            )
+        kwargs[key] = _coerce(fields[key], value, f"{where}{key}")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid config{(' in [' + where.rstrip('.') + ']') if where else ''}: {_explain(exc)}") from exc
+
+
+def _explain(exc: Exception) -> str:
+    # attrs validators raise e.g. ("'steps' must be > 0: -1", attribute, bound, value)
+    if exc.args and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc)
+
+
+def _coerce(field: attrs.Attribute, value: Any, name: str) -> Any:
+    hint = field.type
+    origin = typing.get_origin(hint)
+    if isinstance(hint, type) and attrs.has(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be a table of settings, got {value!r}")
+        return _build(hint, value, name + ".")
+    if hint is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return tuple(value)
+    if hint is float or (origin in (typing.Union, types.UnionType) and float in typing.get_args(hint)):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if hint in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+for _cls in (*SECTIONS.values(), RunConfig):
+    attrs.resolve_types(_cls)
+
+
+def from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """A :class:`RunConfig` from nested data (as TOML gives it); errors name the field and the fix."""
+    data = dict(data)
+    methods = data.get("methods", [])
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+        data["methods"] = methods
+    if not isinstance(methods, (list, tuple)):
+        raise ConfigError(f"methods must be a list of method ids, got {methods!r}")
+    run_fields = {f.name for f in attrs.fields(RunConfig)}
+    method_config = {k: dict(v) for k, v in dict(data.pop("method_config", {}) or {}).items()}
+    for key in list(data):
+        if key in run_fields:
+            continue
+        value = data.pop(key)
+        if key in methods:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"[{key}] must be a table of settings for method {key!r}, got {value!r}")
+            method_config.setdefault(key, {}).update(value)
+        else:
+            raise ConfigError(
+                f"unknown setting {key!r}.{did_you_mean(key, run_fields | set(SECTIONS))} "
+                f"If [{key}] holds a method's settings, add {key!r} to `methods`."
+            )
+    data["method_config"] = method_config
+    return _build(RunConfig, data, "")
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into nested data."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.toml"
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"ppo.lr=3e-4"`` → ``(["ppo", "lr"], 0.0003)``; values are TOML literals, else strings."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value (e.g. ppo.lr=3e-4), got {item!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return [part.strip() for part in key.strip().split(".")], value
+
+
+def apply_overrides(data: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` items to nested config data (before validation)."""
+    data = _deep_copy(data)
+    for item in items:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a table")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data

@@ -1,0 +1,119 @@
+"""The run context every hook receives as ``ctx``."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from guidedrl.errors import GuidedRLError
+from guidedrl.types import CriticalState, Demonstrations
+
+if TYPE_CHECKING:
+    from guidedrl.config import RunConfig
+    from guidedrl.plugins import GuidedPluginManager
+
+
+class RunContext:
+    """What a hook can see and use during a run.
+
+    Attributes plugins read: ``config``, ``adapter``, ``llm`` (lazy), ``algorithm`` / ``policy``,
+    ``device``, ``env_steps``, ``rng``, ``demos``, ``critical_states``, ``state`` (a dict per
+    plugin for anything else) and ``counters`` (numbers that end up in ``summary.json``).
+    """
+
+    def __init__(
+        self,
+        *,
+        config: RunConfig,
+        adapter: Any,
+        pm: GuidedPluginManager,
+        run_dir: Path,
+        device: torch.device,
+        logger: Any = None,
+    ) -> None:
+        self.config = config
+        self.adapter = adapter
+        self.pm = pm
+        self.run_dir = run_dir
+        self.device = device
+        self.logger = logger
+        self.algorithm: Any = None
+        self.env_steps = 0
+        self.rng = np.random.default_rng(config.seed)
+        self.demos: list[Demonstrations] = []
+        self.critical_states: list[CriticalState] = []
+        self.state: dict[str, dict[str, Any]] = collections.defaultdict(dict)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._llm: Any = None
+
+    # -- plugins -----------------------------------------------------------------------------
+    def method_config(self, name: str) -> Any:
+        """The config object of method ``name`` (its ``Config`` instance), or ``None``."""
+        plugin = self.pm.get_plugin(name)
+        return getattr(plugin, "config", None)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.pm.method_order)
+
+    # -- the policy --------------------------------------------------------------------------
+    @property
+    def policy(self) -> Any:
+        return self.algorithm.policy if self.algorithm is not None else None
+
+    def act(self, obs: np.ndarray, *, deterministic: bool = True) -> np.ndarray:
+        """The current policy's env-space actions for a batch of observations."""
+        from tianshou.data import Batch
+
+        policy = self.policy
+        was_training = policy.training
+        policy.eval()
+        old_det = getattr(policy, "deterministic_eval", None)
+        try:
+            with torch.no_grad():
+                result = policy(Batch(obs=np.asarray(obs), info={}))
+            act = result.act
+            act = act.cpu().numpy() if isinstance(act, torch.Tensor) else np.asarray(act)
+            return policy.map_action(act)
+        finally:
+            if old_det is not None:
+                policy.deterministic_eval = old_det
+            policy.train(was_training)
+
+    # -- environments and the LLM --------------------------------------------------------------
+    def make_env(self, **kwargs: Any) -> Any:
+        """A fresh env instance, for rollouts a method does on its own."""
+        return self.adapter.make(**kwargs)
+
+    @property
+    def llm(self) -> Any:
+        """The run's :class:`guidedrl.llm.LLMClient` (created on first use)."""
+        if self._llm is None:
+            from guidedrl.llm import LLMClient
+
+            self._llm = LLMClient.from_config(self.config.llm, adapter=self.adapter, run_dir=self.run_dir)
+        return self._llm
+
+    @property
+    def llm_started(self) -> bool:
+        return self._llm is not None
+
+    def require_adapter(self, method: str) -> None:
+        """Fail early, naming the missing adapter, when a method needs text for a plain env."""
+        from guidedrl.envs import PlainGymAdapter
+
+        if isinstance(self.adapter, PlainGymAdapter):
+            raise GuidedRLError(
+                f"method {method!r} asks an LLM about states, but env {self.adapter.env_id!r} has no "
+                "guidedrl adapter. Install one that registers this id (see `guidedrl envs`) or write "
+                "one (CONTRIBUTING.md, 'Writing an environment adapter')."
+            )
+
+    def log(self, name: str, value: float) -> None:
+        """Log a scalar at the current env step (TensorBoard + metrics.jsonl)."""
+        if self.logger is not None:
+            self.logger.scalar(name, float(value), self.env_steps)

@@ -1,0 +1,30 @@
+"""Errors users meet, each saying what to change."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class GuidedRLError(Exception):
+    """Base class for guidedrl's user-facing errors."""
+
+
+class ConfigError(GuidedRLError, ValueError):
+    """A config value is wrong; the message names the field and the fix."""
+
+
+class PluginError(GuidedRLError):
+    """A plugin is unknown, fails to load, or is written wrongly."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """' Did you mean 'a' or 'b'?' for close matches, else ''."""
+    choices = list(dict.fromkeys(choices))
+    close = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)]
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

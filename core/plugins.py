@@ -1,0 +1,289 @@
+"""Plugin discovery and the per-run plugin manager.
+
+Three entry-point groups: ``guidedrl.methods`` (method plugins), ``guidedrl.envs`` (env adapters)
+and ``guidedrl.llms`` (LLM backends). First-party plugins load exactly as third-party ones do.
+
+Environment variables:
+
+- ``GUIDEDRL_PLUGINS``: comma-separated entry-point names (or distribution names) allowed to load;
+  unset means all installed plugins.
+- ``GUIDEDRL_TRACE_PLUGINS``: set to ``1`` to print every hook call and result to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata as md
+import inspect
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import pluggy
+
+from guidedrl import hookspecs
+from guidedrl.errors import ConfigError, PluginError, did_you_mean
+
+GROUPS = {"methods": "guidedrl.methods", "envs": "guidedrl.envs", "llms": "guidedrl.llms"}
+ALLOW_ENV = "GUIDEDRL_PLUGINS"
+TRACE_ENV = "GUIDEDRL_TRACE_PLUGINS"
+
+
+@attrs.frozen
+class PluginInfo:
+    """One entry point of one of the three groups."""
+
+    name: str
+    group: str
+    value: str
+    dist: str
+    version: str
+    entry_point: md.EntryPoint = attrs.field(eq=False, repr=False)
+
+    def load(self) -> Any:
+        try:
+            return self.entry_point.load()
+        except Exception as exc:  # any import-time failure is re-raised with its provenance
+            raise PluginError(
+                f"plugin {self.name!r} (entry point {self.value!r} in group {self.group!r}, "
+                f"distribution {self.dist} {self.version}) failed to import: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+
+def _allowed() -> set[str] | None:
+    raw = os.environ.get(ALLOW_ENV)
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def discover(kind: str) -> dict[str, PluginInfo]:
+    """Installed entry points of one group (``methods``, ``envs`` or ``llms``), by name.
+
+    Raises :class:`PluginError` when two distributions register the same name.
+    """
+    group = GROUPS[kind]
+    allowed = _allowed()
+    found: dict[str, PluginInfo] = {}
+    seen_dists: dict[tuple[str, str], bool] = {}
+    for ep in md.entry_points(group=group):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        # The same distribution can be visible twice (e.g. editable + site): count it once.
+        if seen_dists.get((ep.name, dist)):
+            continue
+        seen_dists[(ep.name, dist)] = True
+        if allowed is not None and ep.name not in allowed and dist not in allowed:
+            continue
+        info = PluginInfo(ep.name, group, ep.value, dist, version, ep)
+        if ep.name in found:
+            other = found[ep.name]
+            raise PluginError(
+                f"{kind[:-1]} id {ep.name!r} is registered twice: by {other.dist} {other.version} "
+                f"({other.value}) and by {dist} {version} ({ep.value}). Uninstall one of them, or "
+                f"restrict loading with {ALLOW_ENV}=<names>."
+            )
+        found[ep.name] = info
+    return found
+
+
+def _unknown(kind: str, name: str, choices: Sequence[str]) -> PluginError:
+    listing = ", ".join(sorted(choices)) or "none installed"
+    return PluginError(
+        f"unknown {kind} {name!r}.{did_you_mean(name, choices)} Installed: {listing}. "
+        f"Run `guidedrl plugins` to see what is installed and where it comes from."
+    )
+
+
+def guidance_hooks_of(plugin: Any) -> list[str]:
+    """Names of the guidance hooks a plugin object implements (marked with ``@hookimpl``)."""
+    names = []
+    for name in hookspecs.GUIDANCE_HOOKS:
+        attr = getattr(plugin, name, None)
+        if attr is not None and hasattr(attr, f"{hookspecs.PROJECT}_impl"):
+            names.append(name)
+    return names
+
+
+def _declared_hook_names(plugin: Any) -> list[str]:
+    return [
+        name
+        for name in dir(plugin)
+        if not name.startswith("_") and hasattr(getattr(plugin, name, None), f"{hookspecs.PROJECT}_impl")
+    ]
+
+
+def method_config_class(obj: Any) -> type | None:
+    """The attrs config class a method plugin declares as ``Config``, if any."""
+    cfg = getattr(obj, "Config", None)
+    return cfg if inspect.isclass(cfg) and attrs.has(cfg) else None
+
+
+def build_method_config(name: str, obj: Any, raw: Mapping[str, Any]) -> Any:
+    """Instantiate a method's ``Config`` from a mapping, with errors that name the field."""
+    cls = method_config_class(obj)
+    if cls is None:
+        if raw:
+            raise ConfigError(
+                f"method {name!r} takes no settings, but the config gives [{name}] {dict(raw)}; remove them."
+            )
+        return None
+    fields = {f.name for f in attrs.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(
+                f"unknown setting {name}.{key}.{did_you_mean(key, fields)} "
+                f"Settings of {name!r}: {', '.join(sorted(fields))}."
+            )
+    try:
+        return cls(**raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad setting for method {name!r}: {exc}") from exc
+
+
+def instantiate_method(name: str, obj: Any, raw_config: Mapping[str, Any]) -> Any:
+    """A method entry point is a class (instantiated with its config) or a module/object (used as is)."""
+    config = build_method_config(name, obj, raw_config)
+    if inspect.isclass(obj):
+        try:
+            return obj(config) if config is not None else obj()
+        except TypeError as exc:
+            raise PluginError(
+                f"method plugin class {obj.__module__}.{obj.__qualname__} for {name!r} could not be "
+                f"created: {exc}. A method class takes its Config instance (or nothing) in __init__."
+            ) from exc
+    return obj
+
+
+class GuidedPluginManager(pluggy.PluginManager):
+    """A pluggy manager that knows which plugins are methods and in which order the run named them."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.method_order: list[str] = []
+        self.plugin_info: dict[str, PluginInfo | None] = {}
+        #: Print every guidance hook call and its result to stderr (``GUIDEDRL_TRACE_PLUGINS=1``).
+        self.trace_hooks = os.environ.get(TRACE_ENV, "").lower() not in ("", "0", "false", "no")
+
+    def methods(self) -> dict[str, Any]:
+        """Method plugins in the order the run named them."""
+        return {name: self.get_plugin(name) for name in self.method_order}
+
+
+def make_manager(
+    methods: Sequence[str] = (),
+    method_configs: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    extra_plugins: Mapping[str, Any] | None = None,
+) -> GuidedPluginManager:
+    """The plugin manager of one run: core defaults plus the named methods, in the order named.
+
+    The first named method wins ``firstresult`` hooks (pluggy calls the last registered first, so
+    methods are registered in reverse). ``extra_plugins`` (name → object) are treated like named
+    methods that were not installed through entry points, e.g. a user's own hook module; they come
+    after the entry-point methods in ``methods`` order only if not already named there.
+    """
+    method_configs = dict(method_configs or {})
+    extra_plugins = dict(extra_plugins or {})
+    pm = GuidedPluginManager()
+    from guidedrl import default_plugins
+
+    pm.register(default_plugins, name="guidedrl.defaults")
+    installed: dict[str, PluginInfo] | None = None
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"methods lists a method twice: {list(methods)}; name each once.")
+    resolved: list[tuple[str, Any, PluginInfo | None]] = []
+    for name in methods:
+        if name in extra_plugins:
+            resolved.append((name, extra_plugins.pop(name), None))
+            continue
+        if installed is None:
+            installed = discover("methods")
+        if name not in installed:
+            raise _unknown("method", name, list(installed))
+        info = installed[name]
+        resolved.append((name, info.load(), info))
+    for name, obj in extra_plugins.items():
+        resolved.append((name, obj, None))
+    unused = set(method_configs) - {n for n, _, _ in resolved}
+    if unused:
+        raise ConfigError(
+            f"settings given for method(s) {sorted(unused)} that the run does not use; add them to "
+            f"`methods` or drop their sections. Methods of this run: {[n for n, _, _ in resolved]}."
+        )
+    for name, obj, info in reversed(resolved):
+        plugin = instantiate_method(name, obj, method_configs.get(name, {}))
+        try:
+            pm.register(plugin, name=name)
+        except ValueError as exc:  # pluggy: the same object registered twice
+            raise PluginError(f"method {name!r} could not be registered: {exc}") from exc
+        pm.plugin_info[name] = info
+        if not guidance_hooks_of(plugin):
+            declared = _declared_hook_names(plugin)
+            warnings.warn(
+                f"method plugin {name!r} implements none of the guidance hooks "
+                f"({', '.join(hookspecs.GUIDANCE_HOOKS)})"
+                + (f"; it declares {declared}" if declared else "")
+                + ". Mark implementations with @guidedrl.hookimpl.",
+                stacklevel=2,
+            )
+    pm.method_order = [n for n, _, _ in resolved]
+    for hook_name in hookspecs.GUIDANCE_HOOKS:
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            if impl.wrapper or impl.hookwrapper:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} wraps {hook_name} (wrapper=True); guidance hooks take "
+                    "plain implementations only. Drop wrapper=True and return your result."
+                )
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(
+            f"plugin {exc.plugin!r} implements a hook guidedrl does not define: {exc}. "
+            f"Hooks: {', '.join(hookspecs.GUIDANCE_HOOKS)}.{_misspelt_hint(exc)}"
+        ) from exc
+    return pm
+
+
+def _misspelt_hint(exc: pluggy.PluginValidationError) -> str:
+    text = str(exc)
+    for token in text.replace("'", " ").replace('"', " ").split():
+        hint = did_you_mean(token, hookspecs.GUIDANCE_HOOKS, n=1)
+        if hint and token not in hookspecs.GUIDANCE_HOOKS:
+            return hint
+    return ""
+
+
+@functools.cache
+def _registry_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    from guidedrl import default_plugins
+
+    pm.register(default_plugins, name="guidedrl.defaults")
+    for kind in ("envs", "llms"):
+        for name, info in discover(kind).items():
+            obj = info.load()
+            key = f"{kind}:{name}"
+            if pm.get_plugin(key) is None and not pm.is_registered(obj):
+                pm.register(obj, name=key)
+    pm.check_pending()
+    return pm
+
+
+def registry_manager() -> pluggy.PluginManager:
+    """The process-wide manager of env and LLM registration plugins (loaded once)."""
+    return _registry_manager()
+
+
+def reset_registries() -> None:
+    """Forget loaded env/LLM registrations (tests that install plugins call this)."""
+    _registry_manager.cache_clear()
+    from guidedrl import registry
+
+    registry.ENVS.clear()
+    registry.LLMS.clear()

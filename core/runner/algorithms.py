@@ -1,0 +1,280 @@
+"""Tianshou algorithms (PPO, DQN, SAC) built from config, and the one place guidance enters updates.
+
+:class:`GuidedAlgorithmMixin` is mixed into Tianshou's own ``PPO``, ``DQN`` and ``SAC``:
+
+- ``shape_reward``: the summed bonus is added to ``batch.rew`` before advantages are computed
+  (on-policy), or to ``buffer.rew`` at the sampled indices before the n-step targets are computed
+  and restored after the update (off-policy; Tianshou's n-step return reads ``buffer.rew``). With
+  ``n_step > 1`` the later steps of an n-step window keep their unshaped reward.
+- ``update_policy``: the policy's optimiser (PPO: actor-critic; DQN: Q-net; SAC: actor) is wrapped
+  so every ``step(loss)`` adds the plugins' loss terms computed on the update's batch.
+- advised steps (``batch.policy.advised``): PPO recomputes ``logp_old`` from stored actions, which
+  is wrong for actions the policy did not sample, so advised steps get advantage 0 (out of the
+  clipped surrogate; advantages are normalised over the policy's own steps first). The method that
+  advised is expected to train toward its advice through ``update_policy``. Off-policy algorithms
+  learn from advised transitions as from any other.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tianshou.algorithm import DQN, PPO, SAC
+from tianshou.algorithm.algorithm_base import Algorithm, OnPolicyAlgorithm
+from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
+from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy, ProbabilisticActorPolicy
+from tianshou.algorithm.modelfree.sac import AutoAlpha, SACPolicy
+from tianshou.algorithm.optim import AdamOptimizerFactory
+from tianshou.utils.net.common import Net
+from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
+from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
+
+from guidedrl.errors import ConfigError
+from guidedrl.runner import hooks
+
+if TYPE_CHECKING:
+    from guidedrl.config import RunConfig
+    from guidedrl.context import RunContext
+
+
+class _GuidedOptimizer:
+    """Wraps ``Algorithm.Optimizer`` so each step adds the ``update_policy`` loss terms."""
+
+    def __init__(self, inner: Algorithm.Optimizer, algorithm: GuidedAlgorithmMixin) -> None:
+        self._inner = inner
+        self._algorithm = algorithm
+
+    def step(self, loss: torch.Tensor, retain_graph: bool | None = None, create_graph: bool = False) -> None:
+        algo = self._algorithm
+        batch = algo._guided_batch
+        if batch is not None:
+            extra, stats = hooks.update_policy(algo._guided_ctx, batch, algo)
+            if extra is not None:
+                loss = loss + extra
+            for key, value in stats.items():
+                algo._guided_stats.setdefault(key, []).append(value)
+        self._inner.step(loss, retain_graph=retain_graph, create_graph=create_graph)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class GuidedAlgorithmMixin:
+    """Puts ``shape_reward`` and ``update_policy`` into a Tianshou algorithm's update."""
+
+    _guided_ctx: RunContext
+    _guided_hooks: hooks.HookSet
+    _guided_batch: Any = None
+    _guided_restore: tuple[Any, np.ndarray, np.ndarray] | None = None
+
+    def attach_guidance(self, ctx: RunContext, hook_set: hooks.HookSet, optimizer_attr: str) -> None:
+        self._guided_ctx = ctx
+        self._guided_hooks = hook_set
+        self._guided_stats: dict[str, list[float]] = {}
+        if hook_set.update_policy:
+            setattr(self, optimizer_attr, _GuidedOptimizer(getattr(self, optimizer_attr), self))
+        if isinstance(self, PPO) and hook_set.refine_action:
+            # Advised steps are zeroed after a whole-batch normalisation (see module docstring).
+            self._guided_normalise = self.advantage_normalization
+            self.advantage_normalization = False
+
+    def pop_guidance_stats(self) -> dict[str, float]:
+        stats = {k: float(np.mean(v)) for k, v in self._guided_stats.items() if v}
+        self._guided_stats = {}
+        return stats
+
+    def _preprocess_batch(self, batch: Any, buffer: Any, indices: np.ndarray) -> Any:
+        ctx, hook_set = self._guided_ctx, self._guided_hooks
+        on_policy = isinstance(self, OnPolicyAlgorithm)
+        if hook_set.shape_reward:
+            bonus = hooks.shape_reward(ctx, batch)
+            if bonus is not None:
+                batch.rew = batch.rew + bonus.astype(batch.rew.dtype)
+                if not on_policy:
+                    original = buffer.rew[indices].copy()
+                    buffer.rew[indices] = original + bonus.astype(original.dtype)
+                    self._guided_restore = (buffer, indices, original)
+                ctx.counters["shaped_updates"] += 1
+        batch = super()._preprocess_batch(batch, buffer, indices)  # type: ignore[misc]
+        if on_policy and hook_set.refine_action:
+            self._exclude_advised(batch)
+        self._guided_batch = batch
+        return batch
+
+    def _exclude_advised(self, batch: Any) -> None:
+        advised = batch.policy.get("advised", None) if "policy" in batch.get_keys() else None
+        adv = batch.adv
+        own = torch.ones(len(adv), dtype=torch.bool, device=adv.device)
+        if advised is not None:
+            own = ~torch.as_tensor(np.asarray(advised, dtype=bool), device=adv.device)
+        if getattr(self, "_guided_normalise", False) and own.sum() > 1:
+            mean, std = adv[own].mean(), adv[own].std()
+            adv = (adv - mean) / (std + 1e-8)
+        batch.adv = torch.where(own, adv, torch.zeros_like(adv))
+
+    def _postprocess_batch(self, batch: Any, buffer: Any, indices: np.ndarray) -> None:
+        try:
+            super()._postprocess_batch(batch, buffer, indices)  # type: ignore[misc]
+        finally:
+            if self._guided_restore is not None:
+                buf, idx, original = self._guided_restore
+                buf.rew[idx] = original
+                self._guided_restore = None
+            self._guided_batch = None
+
+
+class GuidedPPO(GuidedAlgorithmMixin, PPO):
+    """Tianshou's PPO with guidance hooks."""
+
+
+class GuidedDQN(GuidedAlgorithmMixin, DQN):
+    """Tianshou's DQN with guidance hooks."""
+
+
+class GuidedSAC(GuidedAlgorithmMixin, SAC):
+    """Tianshou's SAC with guidance hooks."""
+
+
+def _orthogonal_init(*modules: torch.nn.Module) -> None:
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, torch.nn.Linear):
+                torch.nn.init.orthogonal_(m.weight)
+                torch.nn.init.zeros_(m.bias)
+
+
+def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[Algorithm, str]:
+    """A guided Tianshou algorithm for ``config.algo`` and the env's spaces, and the name of the
+    attribute holding its policy optimiser."""
+    obs_space, act_space = env.observation_space, env.action_space
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise ConfigError(
+            f"env {config.env!r} has a {type(obs_space).__name__} observation space; guidedrl's built-in "
+            "networks take Box observations. Flatten it in the env adapter's make()."
+        )
+    state_shape = obs_space.shape
+    discrete = isinstance(act_space, gym.spaces.Discrete)
+    if config.algo == "dqn" and not discrete:
+        raise ConfigError(f"algo 'dqn' needs discrete actions, but {config.env!r} has {act_space}; use algo = 'sac' or 'ppo'.")
+    if config.algo == "sac" and discrete:
+        raise ConfigError(f"algo 'sac' needs continuous actions, but {config.env!r} has {act_space}; use algo = 'ppo' or 'dqn'.")
+
+    if config.algo == "ppo":
+        c = config.ppo
+        if discrete:
+            actor = DiscreteActor(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden), action_shape=int(act_space.n))
+            critic = DiscreteCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden))
+            policy: ProbabilisticActorPolicy = DiscreteActorPolicy(
+                actor=actor, dist_fn=torch.distributions.Categorical, action_space=act_space, deterministic_eval=True
+            )
+        else:
+            actor = ContinuousActorProbabilistic(
+                preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=torch.nn.Tanh),
+                action_shape=act_space.shape,
+                unbounded=True,
+            )
+            critic = ContinuousCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=torch.nn.Tanh))
+
+            def dist_fn(loc_scale: tuple[torch.Tensor, torch.Tensor]) -> torch.distributions.Distribution:
+                loc, scale = loc_scale
+                return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+
+            policy = ProbabilisticActorPolicy(
+                actor=actor, dist_fn=dist_fn, action_space=act_space, deterministic_eval=True, action_bound_method="clip"
+            )
+        _orthogonal_init(actor, critic)
+        actor.to(device), critic.to(device)
+        algo: Algorithm = GuidedPPO(
+            policy=policy,
+            critic=critic,
+            optim=AdamOptimizerFactory(lr=c.lr),
+            eps_clip=c.eps_clip,
+            vf_coef=c.vf_coef,
+            ent_coef=c.ent_coef,
+            max_grad_norm=c.max_grad_norm,
+            gae_lambda=c.gae_lambda,
+            gamma=c.gamma,
+            advantage_normalization=c.advantage_normalization,
+        )
+        return algo, "optim"
+    if config.algo == "dqn":
+        c = config.dqn
+        net = Net(state_shape=state_shape, action_shape=int(act_space.n), hidden_sizes=c.hidden).to(device)
+        dqn_policy = DiscreteQLearningPolicy(
+            model=net, action_space=act_space, eps_training=c.eps_train, eps_inference=c.eps_test
+        )
+        algo = GuidedDQN(
+            policy=dqn_policy,
+            optim=AdamOptimizerFactory(lr=c.lr),
+            gamma=c.gamma,
+            n_step_return_horizon=c.n_step,
+            target_update_freq=c.target_update_freq,
+        )
+        return algo, "optim"
+    c = config.sac
+    actor = ContinuousActorProbabilistic(
+        preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden),
+        action_shape=act_space.shape,
+        unbounded=True,
+        conditioned_sigma=True,
+    ).to(device)
+
+    def critic_net() -> ContinuousCritic:
+        return ContinuousCritic(
+            preprocess_net=Net(state_shape=state_shape, action_shape=act_space.shape, hidden_sizes=c.hidden, concat=True)
+        ).to(device)
+
+    alpha: float | AutoAlpha = c.alpha
+    if c.auto_alpha:
+        alpha = AutoAlpha(
+            target_entropy=-float(np.prod(act_space.shape)),
+            log_alpha=float(np.log(c.alpha)),
+            optim=AdamOptimizerFactory(lr=c.actor_lr),
+        ).to(device)
+    algo = GuidedSAC(
+        policy=SACPolicy(actor=actor, action_space=act_space),
+        policy_optim=AdamOptimizerFactory(lr=c.actor_lr),
+        critic=critic_net(),
+        critic_optim=AdamOptimizerFactory(lr=c.critic_lr),
+        critic2=critic_net(),
+        critic2_optim=AdamOptimizerFactory(lr=c.critic_lr),
+        tau=c.tau,
+        gamma=c.gamma,
+        alpha=alpha,
+        n_step_return_horizon=c.n_step,
+    )
+    return algo, "policy_optim"
+
+
+def imitation_loss(algorithm: Algorithm, obs: Any, act: Any) -> torch.Tensor:
+    """Behaviour-cloning loss of the algorithm's policy on (obs, env-space act) pairs.
+
+    PPO: negative log-likelihood of the actions under the policy's distribution; DQN: cross-entropy
+    with Q-values as logits; SAC: MSE between the squashed mean action and the target. Tianshou's
+    ``ImitationLearning`` expects an actor that emits logits or actions, while these actors emit
+    distributions, so the loss is written here once and shared by pre-training and methods.
+    """
+    from tianshou.data import Batch
+
+    policy = algorithm.policy
+    obs = np.asarray(obs)
+    act = np.asarray(act)
+    if isinstance(policy, DiscreteQLearningPolicy):
+        logits = policy(Batch(obs=obs, info={})).logits
+        target = torch.as_tensor(act, dtype=torch.long, device=logits.device).reshape(-1)
+        return torch.nn.functional.cross_entropy(logits, target)
+    raw = policy.map_action_inverse(act) if policy.action_type == "continuous" else act
+    if isinstance(policy, SACPolicy):
+        (loc, _scale), _ = policy.actor(obs)
+        target = torch.as_tensor(raw, dtype=torch.float32, device=loc.device)
+        return torch.nn.functional.mse_loss(torch.tanh(loc), target.clamp(-0.999, 0.999))
+    dist = policy(Batch(obs=obs, info={})).dist
+    target = torch.as_tensor(raw, device=dist.mean.device if hasattr(dist, "mean") else None)
+    if policy.action_type == "discrete":
+        target = target.long().reshape(-1)
+    else:
+        target = target.float()
+    return -dist.log_prob(target).mean()
