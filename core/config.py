@@ -135,6 +135,12 @@ class MARLConfig:
     """One actor for all agents (agent id appended to the observation) instead of one per agent."""
     centralized_critic: bool = True
     """CTDE: the critic sees the joint observation; actors only their own."""
+    deterministic_eval: bool = True
+    """Test episodes act by arg-max; ``false`` samples from the policy (escapes deterministic loops,
+    e.g. an agent re-claiming busy equipment forever)."""
+    pretrain_critic: bool = True
+    """During offline imitation, also fit the critic to the demonstrations' discounted returns (so
+    that RL fine-tuning starts from sensible advantages instead of a random critic)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -274,7 +280,9 @@ def _coerce(field: attrs.Attribute, value: Any, name: str) -> Any:
     if hint is float or (origin in (typing.Union, types.UnionType) and float in typing.get_args(hint)):
         if isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-    if hint is int and isinstance(value, float) and value.is_integer():
+    if hint is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
         return int(value)
     if hint in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise ConfigError(f"{name} must be a number, got {value!r}")

@@ -38,8 +38,9 @@ def generate_demonstrations(ctx: RunContext) -> Demonstrations | list[Demonstrat
     """Produce expert trajectories before training starts.
 
     Results of all plugins are concatenated into ``ctx.demos``, each tagged with the plugin that made
-    it. When the run's ``pretrain.steps`` is above zero the core clones them into the policy first
-    (offline imitation) and then trains as usual; methods can also read ``ctx.demos`` in
+    it. When the run's ``pretrain.steps`` is above zero (or a demonstration set asks for steps in
+    ``meta["pretrain_steps"]``) the core clones them into the policy first (offline imitation) and
+    then trains as usual; methods can also read ``ctx.demos`` in
     ``update_policy`` to keep an expert loss.
 
     :param ctx: The run: config, env adapter, LLM client, policy, shared state.

@@ -83,6 +83,14 @@ def generate_demonstrations(ctx: RunContext) -> list[Demonstrations]:
     return demos
 
 
+def pretrain_steps(ctx: RunContext) -> int:
+    """Gradient steps of offline imitation before RL: ``pretrain.steps`` when set, else the most any
+    demonstration set asks for (``Demonstrations.meta["pretrain_steps"]``, e.g. LCIL's phase 2)."""
+    if ctx.config.pretrain.steps > 0:
+        return ctx.config.pretrain.steps
+    return max([int(d.meta.get("pretrain_steps", 0)) for d in ctx.demos] or [0])
+
+
 def identify_critical_states(ctx: RunContext, episodes: list[Episode]) -> list[CriticalState]:
     """The union of all plugins' critical states; the same (episode, t) keeps the max score."""
     merged: dict[tuple[int, int], CriticalState] = {}

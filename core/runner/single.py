@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 def evaluate(algorithm: Any, collector: Collector, episodes: int, seed: int) -> np.ndarray:
     """Returns of ``episodes`` test episodes with the deterministic policy."""
-    collector.reset(gym_reset_kwargs={"seed": seed})
+    collector.env.seed(seed)  # env i gets seed + i: distinct, reproducible test episodes
+    collector.reset()
     with torch.no_grad(), torch_train_mode(algorithm.policy, enabled=False), policy_within_training_step(
         algorithm.policy, enabled=False
     ):
@@ -40,12 +41,13 @@ def evaluate(algorithm: Any, collector: Collector, episodes: int, seed: int) -> 
 def pretrain(ctx: RunContext, algorithm: Any, progress: bool) -> dict[str, float]:
     """Offline behaviour cloning of ``ctx.demos`` into the policy (``pretrain.steps`` steps)."""
     cfg = ctx.config.pretrain
+    steps = hooks.pretrain_steps(ctx)
     obs = np.concatenate([d.obs for d in ctx.demos])
     act = np.concatenate([d.act for d in ctx.demos])
     params = list(algorithm.policy.parameters())
     optim = torch.optim.Adam(params, lr=cfg.lr)
     losses = []
-    for _ in tqdm(range(cfg.steps), desc="pretrain (imitation)", disable=not progress, leave=False):
+    for _ in tqdm(range(steps), desc="pretrain (imitation)", disable=not progress, leave=False):
         idx = ctx.rng.integers(len(obs), size=min(cfg.batch_size, len(obs)))
         loss = imitation_loss(algorithm, obs[idx], act[idx])
         optim.zero_grad()
@@ -91,7 +93,7 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
 
     if checkpoint is None and hook_set.demonstrations:
         hooks.generate_demonstrations(ctx)
-        if ctx.demos and cfg.pretrain.steps > 0:
+        if ctx.demos and hooks.pretrain_steps(ctx) > 0:
             recorder.row(0, pretrain(ctx, algorithm, progress))
 
     env_steps, best, epoch = int(start["env_steps"]), float(start["best_return"]), int(start["epoch"])
