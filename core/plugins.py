@@ -219,7 +219,7 @@ def make_manager(
         plugin = instantiate_method(name, obj, method_configs.get(name, {}))
         try:
             pm.register(plugin, name=name)
-        except ValueError as exc:  # pluggy: the same object registered twice
+        except (ValueError, pluggy.PluginValidationError) as exc:  # registered twice / bad hookimpl
             raise PluginError(f"method {name!r} could not be registered: {exc}") from exc
         pm.plugin_info[name] = info
         if not guidance_hooks_of(plugin):

@@ -16,15 +16,23 @@ if TYPE_CHECKING:
 
 class GuidedCollector(Collector):
     """Calls ``refine_action`` once per vectorised step and keeps finished episodes for
-    ``identify_critical_states``. Used for training data only; evaluation uses a plain Collector."""
+    ``identify_critical_states``. Used for training data only; evaluation uses a plain Collector.
+
+    Episodes are assembled here, step by step per env, rather than read back from the buffer:
+    on-policy runs clear the buffer after each update, which would cut episodes that span one.
+    """
 
     def __init__(self, *args: Any, ctx: RunContext, hook_set: hooks.HookSet, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ctx = ctx
         self.hook_set = hook_set
         self.finished: list[Episode] = []
+        self._ready_ids: np.ndarray | None = None
+        self._partial: dict[int, dict[str, list[Any]]] = {}
+        self._started_at: dict[int, int] = {}
+        self._steps_seen = 0
         if hook_set.critical_states:
-            self.set_on_episode_done_hook(self._keep_episode)
+            self.set_on_step_hook(self._record_step)
 
     def _compute_action_policy_hidden(
         self,
@@ -34,6 +42,7 @@ class GuidedCollector(Collector):
         last_info_R: np.ndarray,
         last_hidden_state_RH: Any = None,
     ) -> Any:
+        self._ready_ids = ready_env_ids_R
         out = super()._compute_action_policy_hidden(
             random, ready_env_ids_R, last_obs_RO, last_info_R, last_hidden_state_RH
         )
@@ -57,19 +66,34 @@ class GuidedCollector(Collector):
         out.policy_entry = policy_entry
         return out
 
-    def _keep_episode(self, episode_batch: Any) -> None:
-        self.finished.append(
-            Episode(
-                obs=np.asarray(episode_batch.obs),
-                act=np.asarray(self.policy.map_action(episode_batch.act)),
-                rew=np.asarray(episode_batch.rew, dtype=np.float64),
-                obs_next=np.asarray(episode_batch.obs_next),
-                terminated=bool(np.asarray(episode_batch.terminated)[-1]),
-                start_step=self.ctx.env_steps,
-            )
-        )
-        return None
+    def _record_step(self, action_batch: Any, step: Any) -> None:
+        env_act = np.asarray(action_batch.act_normalized)
+        for row, env_id in enumerate(np.asarray(self._ready_ids).tolist()):
+            if env_id not in self._partial:
+                self._partial[env_id] = {"obs": [], "act": [], "rew": [], "obs_next": []}
+                self._started_at[env_id] = self.ctx.env_steps + self._steps_seen
+            part = self._partial[env_id]
+            part["obs"].append(step.obs[row])
+            part["act"].append(env_act[row])
+            part["rew"].append(float(step.rew[row]))
+            part["obs_next"].append(step.obs_next[row])
+            if step.done[row]:
+                del self._partial[env_id]
+                self.finished.append(
+                    Episode(
+                        obs=np.stack(part["obs"]),
+                        act=np.stack(part["act"]),
+                        rew=np.asarray(part["rew"]),
+                        obs_next=np.stack(part["obs_next"]),
+                        terminated=bool(step.terminated[row]),
+                        env_id=env_id,
+                        start_step=self._started_at.pop(env_id),
+                    )
+                )
+        self._steps_seen += len(self._ready_ids)
 
     def pop_finished(self) -> list[Episode]:
+        """Episodes finished since the last call, oldest first."""
         finished, self.finished = self.finished, []
+        self._steps_seen = 0
         return finished
