@@ -9,7 +9,6 @@ import json
 import sys
 
 import numpy as np
-
 from guidedrl.config import LLMConfig
 from guidedrl.llm import LLMClient, ResponseCache
 from guidedrl.llm.testing import CorridorAdapter
@@ -18,7 +17,9 @@ from guidedrl.llm.testing import CorridorAdapter
 def ask(cache: str, goal: int, ranges: str, latency_ms: float = 0.0) -> None:
     positions = [p for part in ranges.split(",") for p in range(*map(int, part.split(":")))]
     adapter = CorridorAdapter(length=1000, goal=goal)
-    config = LLMConfig(cache="readwrite", cache_path=cache, max_concurrency=8, options={"latency_ms": latency_ms})
+    config = LLMConfig(
+        cache="readwrite", cache_path=cache, max_concurrency=8, options={"latency_ms": latency_ms}
+    )
     with LLMClient.from_config(config, adapter=adapter, run_dir=None) as client:
         obs = np.array([[p, goal] for p in positions], dtype=np.float32)
         actions = client.suggest_actions(obs)

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guidedrl.config import LLMConfig
+from guidedrl.llm import LLMClient
+from guidedrl.llm.testing import CorridorAdapter, TeamCorridorAdapter
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
-
-from guidedrl.config import LLMConfig
-from guidedrl.llm import LLMClient
-from guidedrl.llm.testing import CorridorAdapter, TeamCorridorAdapter
 
 
 @pytest.fixture(autouse=True)
@@ -90,11 +89,15 @@ class ScriptedModel(BaseChatModel):
         text = item(json_block(messages), messages) if callable(item) else item
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         time.sleep(self.delay_s)
         return self._next(messages)
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+    async def _agenerate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         if self.blocking:
             return await super()._agenerate(messages, stop, run_manager, **kwargs)  # sync in a thread
         self.in_flight += 1
@@ -114,7 +117,14 @@ def make_client(tmp_path: Path, corridor: CorridorAdapter) -> Callable[..., LLMC
 
     clients: list[LLMClient] = []
 
-    def make(model: BaseChatModel | None = None, *, adapter: Any = None, run_dir: Any = "default", label: str | None = None, **cfg: Any) -> LLMClient:
+    def make(
+        model: BaseChatModel | None = None,
+        *,
+        adapter: Any = None,
+        run_dir: Any = "default",
+        label: str | None = None,
+        **cfg: Any,
+    ) -> LLMClient:
         adapter = adapter if adapter is not None else corridor
         cfg.setdefault("cache", "off")
         cfg.setdefault("backoff_s", 0.01)
@@ -123,7 +133,10 @@ def make_client(tmp_path: Path, corridor: CorridorAdapter) -> Callable[..., LLMC
         if model is None:
             model = SimulatedChatModel(adapter=adapter, **cfg.pop("options", {}))
         client = LLMClient(
-            model, adapter=adapter, config=LLMConfig(**cfg), label=label,
+            model,
+            adapter=adapter,
+            config=LLMConfig(**cfg),
+            label=label,
             run_dir=tmp_path / "run" if run_dir == "default" else run_dir,
         )
         clients.append(client)

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
-
 from guidedrl.llm import ResponseCache, default_cache_path
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 WORKER = Path(__file__).with_name("cache_worker.py")
 
@@ -40,7 +39,9 @@ def test_key_covers_backend_params_and_prompt(make_client, corridor):
     first.suggest_action(np.array([2.0, 7.0]))
     other_seed = make_client(SimulatedChatModel(adapter=corridor, seed=1), cache="readwrite")
     other_seed.suggest_action(np.array([2.0, 7.0]))
-    other_label = make_client(SimulatedChatModel(adapter=corridor, seed=0), cache="readwrite", label="simulated-b")
+    other_label = make_client(
+        SimulatedChatModel(adapter=corridor, seed=0), cache="readwrite", label="simulated-b"
+    )
     other_label.suggest_action(np.array([2.0, 7.0]))
     same = make_client(SimulatedChatModel(adapter=corridor, seed=0), cache="readwrite")
     same.suggest_action(np.array([2.0, 7.0]), history="moved right")  # another prompt
@@ -49,7 +50,9 @@ def test_key_covers_backend_params_and_prompt(make_client, corridor):
 
 
 def test_only_valid_answers_are_cached(make_client):
-    client = make_client(FakeListChatModel(responses=['{"action": 9}', '{"action": 2}']), cache="readwrite", retries=1)
+    client = make_client(
+        FakeListChatModel(responses=['{"action": 9}', '{"action": 2}']), cache="readwrite", retries=1
+    )
     assert client.suggest_action(np.array([2.0, 7.0])) == 2
     (raw,) = [row[0] for row in sqlite3.connect(client.cache.path).execute("SELECT answer FROM answers")]
     assert json.loads(raw) == {"action": 2}
@@ -111,8 +114,18 @@ def test_concurrent_writer_processes(tmp_path):
     # four processes at once: positions 0..39 are shared by all, 100*k..100*k+39 are process k's own
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), "ask", cache, "999", f"0:40,{100 * (k + 1)}:{100 * (k + 1) + 40}", "5"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                str(WORKER),
+                "ask",
+                cache,
+                "999",
+                f"0:40,{100 * (k + 1)}:{100 * (k + 1) + 40}",
+                "5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for k in range(4)
     ]
@@ -132,7 +145,9 @@ def test_concurrent_writer_processes(tmp_path):
 
 def test_a_killed_writer_leaves_only_complete_answers(tmp_path):
     cache = tmp_path / "killed.sqlite"
-    proc = subprocess.Popen([sys.executable, str(WORKER), "fill", str(cache)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), "fill", str(cache)], stdout=subprocess.PIPE, text=True
+    )
     try:
         for _ in range(20):  # wait for some writes, then kill in the middle of the next ones
             assert proc.stdout.readline(), "the writer process died early"

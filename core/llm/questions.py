@@ -1,0 +1,128 @@
+"""What the LLM layer is asked and what it answers: :class:`Question`, :class:`Answer` and the
+pydantic answer schemas of the built-in question kinds.
+
+A schema is the JSON object an LLM must answer with; it is shown to the LLM (format instructions),
+used for constrained decoding by backends that support it, and parsed by LangChain's
+``PydanticOutputParser``. A question's ``validator`` then turns the parsed object into the value the
+caller gets (e.g. a legal action), raising ``ValueError`` / :class:`guidedrl.envs.InvalidAction` with
+a reason that is fed back to the LLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import attrs
+import pydantic
+from pydantic import BaseModel, Field
+
+#: The built-in question kinds, one prompt template each.
+KINDS = ("action", "critical_states", "implicit_reward", "instructions", "reward_critique")
+
+Reason = Annotated[str, Field(max_length=200, description="One short sentence.")]
+
+
+@attrs.frozen(kw_only=True)
+class Question:
+    """One question to the LLM about the env.
+
+    The prompt is the template of ``kind`` (or ``template``) filled with the env's task, the
+    natural-language ``description``, the action vocabulary, the fenced JSON block
+    ``{"question": kind, "env": env_id, **payload}`` and the schema's format instructions.
+    """
+
+    kind: str
+    """Question kind: one of :data:`KINDS`, or a custom kind (then ``template`` is required)."""
+    payload: dict[str, Any]
+    """Exact JSON data merged into the prompt's JSON block (``state`` or ``states``/``actions``/...)."""
+    description: str
+    """The state(s) in words, from ``adapter.describe()``."""
+    schema: type[BaseModel]
+    """Pydantic model of the answer (shown to the LLM, parsed with ``PydanticOutputParser``)."""
+    validator: Callable[[Any], Any] | None = None
+    """Turns the parsed answer into the value returned; raises ``ValueError`` with a reason when invalid."""
+    template: str | None = None
+    """Overrides the client's template for this question (same variables, see ``docs/llm.md``)."""
+    extra: str = ""
+    """Kind-specific instructions filled into the template's ``{extra}``."""
+    fallback: Any = None
+    """Value returned when no valid answer is had."""
+
+
+@attrs.frozen(kw_only=True)
+class Answer:
+    """What :meth:`guidedrl.llm.LLMClient.ask` returns; never an exception for LLM misbehaviour."""
+
+    value: Any
+    """The validated value, or the question's fallback."""
+    ok: bool
+    """Whether ``value`` comes from a valid LLM answer (or a cached one)."""
+    cached: bool = False
+    """Answered from the response cache (no backend call)."""
+    fallback: bool = False
+    """``value`` is the fallback: the answer stayed invalid, the backend failed, or a budget is spent."""
+    error: str | None = None
+    """Why the answer fell back (last validation error, backend error, or the spent budget)."""
+    raw: str | None = None
+    """The LLM's raw text of the last attempt."""
+    attempts: int = 0
+    """Backend calls made for this question."""
+
+
+# -- schemas of the built-in kinds ------------------------------------------------------------
+
+
+def action_schema(action_json_schema: dict[str, Any]) -> type[BaseModel]:
+    """The answer schema of an ``action`` question, with the vocabulary's JSON schema for ``action``."""
+    return pydantic.create_model(
+        "ActionAnswer",
+        __doc__="The action the agent should take now.",
+        action=(Any, Field(json_schema_extra=action_json_schema, description="The action.")),
+        reason=(Reason, ""),
+    )
+
+
+class CriticalStep(BaseModel):
+    t: int = Field(ge=0, description="Index into the `states` list of the JSON block.")
+    score: float = Field(ge=0.0, le=1.0, description="How critical, 0..1.")
+    reason: Reason = ""
+
+
+class CriticalStatesAnswer(BaseModel):
+    """The critical steps of the trajectory, most critical first."""
+
+    critical_states: list[CriticalStep]
+
+
+class ImplicitRewardAnswer(BaseModel):
+    """How good the action is in this state."""
+
+    reward: float = Field(ge=-1.0, le=1.0, description="-1 (harmful) .. 1 (ideal).")
+    reason: Reason = ""
+
+
+class Instruction(BaseModel):
+    command: str
+    parameter: str | int
+    agent: str
+
+
+class InstructionsAnswer(BaseModel):
+    """A plan for the team: instructions executed in order."""
+
+    instructions: list[Instruction]
+
+
+class CritiquedStep(BaseModel):
+    t: int = Field(ge=0, description="A key step (index into `states`).")
+    level: Literal[-2, -1, 1, 2] = Field(
+        description="-2 very harmful, -1 harmful, 1 helpful, 2 very helpful; reward = level * K."
+    )
+    reason: Reason = ""
+
+
+class RewardCritiqueAnswer(BaseModel):
+    """A reassigned reward for every key step."""
+
+    rewards: list[CritiquedStep]
