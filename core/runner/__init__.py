@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
 
 from guidedrl.config import RunConfig
@@ -73,6 +74,7 @@ def train(
     config = attrs.evolve(config, out=str(run_dir))
     config.save(run_dir / "config.toml")
     torch.manual_seed(config.seed)
+    np.random.seed(config.seed)  # Tianshou shuffles minibatches with numpy's global generator
     torch.set_num_threads(config.train.torch_threads)
     recorder = RunRecorder(run_dir)
     if resume:
