@@ -34,6 +34,8 @@ class Episode:
     """Global env step at which the episode began (for bookkeeping and logs)."""
     seed: int | None = None
     """Reset seed that reproduces the episode, when known."""
+    agent: str | None = None
+    """For multi-agent runs: the agent whose trajectory this is (``None``: single-agent)."""
 
     def __len__(self) -> int:
         return len(self.rew)

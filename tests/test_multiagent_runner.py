@@ -25,8 +25,8 @@ from guidedrl.envs import MultiAgentEnvAdapter
 from guidedrl.plugins import make_manager
 from guidedrl.records import RunRecorder, read_metrics
 from guidedrl.runner import train
-from guidedrl.runner.multiagent import MAPPO, ParallelEnvPool, train_multiagent
-from guidedrl.types import Demonstrations, PolicyUpdate
+from guidedrl.runner.multiagent import MAPPO, MultiAgentTrainer, ParallelEnvPool, train_multiagent
+from guidedrl.types import CriticalState, Demonstrations, Episode, PolicyUpdate
 
 FACTORY = "factory:human-machine-v0"
 
@@ -265,6 +265,99 @@ def test_runner_learns_on_an_env_whose_agents_leave_early(tmp_path):
     summary = train_multiagent(ctx, recorder, resume=False, progress=False)
     assert summary["final_return"] >= 8.0  # optimum 9, random 3
     assert isinstance(ctx.algorithm, MAPPO)
+
+
+# -- identify_critical_states: one Episode per agent of every finished episode ---------------------
+
+
+class CriticalRecorder:
+    """``identify_critical_states``: keeps every call's episodes and marks each episode's last step."""
+
+    def __init__(self):
+        self.calls: list[list[Episode]] = []
+        self.ctx = None
+
+    @guidedrl.hookimpl
+    def identify_critical_states(self, ctx, episodes):
+        self.ctx = ctx
+        self.calls.append(list(episodes))
+        return [CriticalState(episode=k, t=len(ep) - 1, obs=ep.obs[-1], reason=f"end of {ep.agent}")
+                for k, ep in enumerate(episodes)]
+
+
+def test_hook_identify_critical_states_gets_whole_episodes_per_agent(tmp_path):
+    # horizon 50 does not divide the 128 steps per env of a collection: episodes span collections
+    rec = CriticalRecorder()
+    cfg = small(tmp_path, steps=2048, env_kwargs={"horizon": 50})
+    result = train(from_dict(cfg), extra_plugins={"rec": rec})
+    agents = [f"agent_{i}" for i in range(4)]
+    episodes = [ep for call in rec.calls for ep in call]
+    assert rec.calls and all(rec.calls)  # called only with something to look at
+    n_env_episodes = result.summary["episodes"]
+    assert n_env_episodes == 4 * (512 // 50)  # 4 envs x 512 steps each; the last 12 steps unfinished
+    assert len(episodes) == 4 * n_env_episodes  # one per agent per finished episode, nothing cut
+    adapter = guidedrl.registry.make_adapter(FACTORY, horizon=50)
+    d = adapter.make().observation_space("agent_0").shape[0]
+    for call in rec.calls:  # within a call: episode by episode, agents in order
+        assert len(call) % 4 == 0
+        for k in range(0, len(call), 4):
+            group = call[k : k + 4]
+            assert [ep.agent for ep in group] == agents
+            assert len({ep.env_id for ep in group}) == 1 and len({ep.start_step for ep in group}) == 1
+    for ep in episodes:
+        assert isinstance(ep, Episode) and ep.agent in agents
+        assert len(ep) == len(ep.obs) == len(ep.act) == len(ep.rew) == len(ep.obs_next) == 50  # whole
+        assert ep.obs.shape == (50, d) and ep.obs.dtype == np.float32 and ep.act.dtype == np.int64
+        np.testing.assert_array_equal(ep.obs[1:], ep.obs_next[:-1])  # consecutive steps of one episode
+        assert not ep.terminated  # the factory truncates
+    starts = sorted({(ep.env_id, ep.start_step) for ep in episodes})
+    for e in range(4):
+        assert [s for env, s in starts if env == e] == [4 * 50 * k for k in range(512 // 50)]
+    # the episodes are what the env did: replay each env's first episode with the recorded actions
+    for e in range(4):
+        mine = {ep.agent: ep for ep in episodes if ep.env_id == e and ep.start_step == 0}
+        env = adapter.make()
+        obs, _ = env.reset(seed=cfg["seed"] * 1000 + e)  # the training pool's first reset
+        for t in range(50):
+            for a in agents:
+                np.testing.assert_array_equal(mine[a].obs[t], obs[a])
+            obs, rew, *_ = env.step({a: int(mine[a].act[t]) for a in agents})
+            for a in agents:
+                assert mine[a].rew[t] == np.float32(rew[a])
+                np.testing.assert_array_equal(mine[a].obs_next[t], obs[a])
+    ctx = rec.ctx
+    assert len(ctx.critical_states) == len(episodes) == result.summary["counters"]["critical_states"]
+    assert all(c.source == "rec" and c.t == 49 for c in ctx.critical_states)
+
+
+def test_hook_identify_critical_states_agents_that_leave_early(tmp_path):
+    rec = CriticalRecorder()
+    cfg = from_dict(small(tmp_path, env="test:staggered-v0", env_kwargs={}, steps=256,
+                          train={"num_envs": 2}, marl={"steps_per_collect": 40, "batch_size": 32, "repeat": 1}))
+    pm = make_manager((), extra_plugins={"rec": rec})
+    recorder = RunRecorder(tmp_path / "st", tensorboard=False)
+    ctx = RunContext(config=cfg, adapter=StaggeredAdapter(), pm=pm, run_dir=tmp_path / "st", device=torch.device("cpu"))
+    summary = train_multiagent(ctx, recorder, resume=False, progress=False)
+    episodes = [ep for call in rec.calls for ep in call]
+    assert len(episodes) == 2 * summary["episodes"] > 0
+    for k in range(0, len(episodes), 2):
+        a0, a1 = episodes[k : k + 2]
+        assert (a0.agent, len(a0), a0.terminated) == ("agent_0", 6, False)  # truncated after 6 steps
+        assert (a1.agent, len(a1), a1.terminated) == ("agent_1", 3, True)  # terminated after 3
+        assert a0.env_id == a1.env_id and a0.start_step == a1.start_step
+        np.testing.assert_allclose(a0.obs[:, 0], np.arange(6) / 6, rtol=1e-6)
+        np.testing.assert_allclose(a1.obs_next[:, 0], np.arange(1, 4) / 6, rtol=1e-6)
+        assert a0.obs.shape == (6, 2) and a1.obs[:, 1].tolist() == [1.0] * 3
+        np.testing.assert_array_equal(a0.rew, (a0.act == 1).astype(float))
+
+
+def test_no_critical_state_bookkeeping_without_a_plugin(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("episodes recorded although no plugin implements identify_critical_states")
+
+    monkeypatch.setattr(MultiAgentTrainer, "_record_step", fail)
+    result = train(from_dict(small(tmp_path, steps=512)))
+    assert result.summary["env_steps"] == 512 and "critical_states" not in result.summary["counters"]
 
 
 # -- the baseline the runner must clear: simple_spread ------------------------------------------

@@ -13,7 +13,9 @@ compact MAPPO written here, CleanRL-style: networks, rollout, GAE, update and ev
   before training, then behaviour cloning of the actors (and the critic on the demonstrations'
   returns) when ``pretrain.steps`` > 0 or a demonstration set asks for it (``meta["pretrain_steps"]``);
   ``refine_action`` per agent during collection (advised steps are kept out of the PPO ratio);
-  ``shape_reward`` per agent before advantages; ``update_policy`` per agent at every optimiser step.
+  ``shape_reward`` per agent before advantages; ``update_policy`` per agent at every optimiser step;
+  ``identify_critical_states`` after each collection with one :class:`~guidedrl.types.Episode` per
+  agent of every env episode that finished (``Episode.agent`` names the agent), before shaping.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 
 from guidedrl.errors import ConfigError
 from guidedrl.runner import hooks
+from guidedrl.types import Episode
 
 if TYPE_CHECKING:
     from guidedrl.config import MARLConfig
@@ -497,6 +500,14 @@ class MultiAgentTrainer:
         self.recent_returns: list[float] = []
         self.recent_metrics: list[dict[str, float]] = []
         self.episodes = 0
+        # per-agent episodes for identify_critical_states, assembled step by step (only when a
+        # plugin implements it): trajectories in progress per (env, agent), trajectories of agents
+        # that already left per env, and whole episodes not yet handed to the hook
+        self.finished: list[Episode] = []
+        self._partial: dict[tuple[int, int], dict[str, Any]] = {}
+        self._left: dict[int, list[tuple[int, Episode]]] = {}
+        env0 = self.pool.envs[0]
+        self._obs_shapes = [tuple(env0.observation_space(a).shape) for a in algo.agents]
 
     # -- collection ----------------------------------------------------------------------------
     def collect(self) -> dict[str, np.ndarray]:
@@ -526,6 +537,8 @@ class MultiAgentTrainer:
             ro["obs_next"][t], ro["alive"][t], ro["advised"][t] = out["obs_next"], alive, advised
             if out["trunc"].any():  # a time limit is not a terminal state: bootstrap from the last obs
                 ro["boot"][t] = np.where(out["trunc"], gamma * algo.value(out["obs_next"]), 0.0)
+            if self.hookset.critical_states:
+                self._record_step(obs, act, alive, out)
             for _, ret, _, infos in out["finished"]:
                 self.recent_returns.append(ret)
                 self.recent_metrics.append(episode_metrics(infos))
@@ -533,6 +546,51 @@ class MultiAgentTrainer:
             ctx.env_steps += self.n_envs
         ro["last_val"] = algo.value(pool.obs)
         return ro
+
+    def _record_step(self, obs: np.ndarray, act: np.ndarray, alive: np.ndarray, out: dict[str, Any]) -> None:
+        """Append one joint step to every live agent's trajectory; close the trajectories that ended.
+
+        Rewards are the env's (before ``shape_reward``). An agent's trajectory ends when it leaves or
+        its env's episode ends; when the env's episode ends, one :class:`Episode` per agent that took
+        part goes to :attr:`finished` (in agent order).
+        """
+        agents = self.algo.agents
+        for e in range(self.n_envs):
+            for i in np.flatnonzero(alive[e]).tolist():
+                part = self._partial.get((e, i))
+                if part is None:
+                    part = self._partial[(e, i)] = {
+                        "obs": [], "act": [], "rew": [], "obs_next": [], "start": self.ctx.env_steps,
+                    }
+                part["obs"].append(obs[e, i])
+                part["act"].append(int(act[e, i]))
+                part["rew"].append(float(out["rew"][e, i]))
+                part["obs_next"].append(out["obs_next"][e, i])
+                if out["end"][e, i]:
+                    del self._partial[(e, i)]
+                    shape = self._obs_shapes[i]
+                    size = int(np.prod(shape))
+                    t = len(part["rew"])
+                    ep = Episode(
+                        obs=np.stack(part["obs"])[:, :size].reshape(t, *shape),
+                        act=np.asarray(part["act"], dtype=np.int64),
+                        rew=np.asarray(part["rew"], dtype=np.float64),
+                        obs_next=np.stack(part["obs_next"])[:, :size].reshape(t, *shape),
+                        terminated=bool(out["term"][e, i]),
+                        env_id=e,
+                        start_step=part["start"],
+                        agent=agents[i],
+                    )
+                    self._left.setdefault(e, []).append((i, ep))
+            if out["env_done"][e]:
+                closed = self._left.pop(e, [])
+                closed.sort(key=lambda item: item[0])  # agent order (stable: a returning agent keeps its order)
+                self.finished.extend(ep for _, ep in closed)
+
+    def pop_finished(self) -> list[Episode]:
+        """Per-agent episodes of the env episodes that finished since the last call, oldest first."""
+        finished, self.finished = self.finished, []
+        return finished
 
     # -- advantages ----------------------------------------------------------------------------
     def shape(self, ro: dict[str, np.ndarray]) -> dict[str, float]:
@@ -701,6 +759,10 @@ def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, pr
         while ctx.env_steps < config.steps:
             before = ctx.env_steps
             ro = trainer.collect()
+            if trainer.hookset.critical_states:
+                finished = trainer.pop_finished()
+                if finished:
+                    hooks.identify_critical_states(ctx, finished)
             shaping = trainer.shape(ro)
             trainer.advantages(ro)
             losses = trainer.update(ro)

@@ -73,33 +73,34 @@ class FactoryParallelEnv(ParallelEnv):
     def step(self, actions: dict[str, Any]):
         if not self.agents:
             raise RuntimeError("step() called after the episode ended; call reset()")
-        a = np.zeros((1, self.sim.n_agents), dtype=np.int64)
-        for i, agent in enumerate(self.possible_agents):
-            if agent in actions:
-                a[0, i] = int(np.asarray(actions[agent]).item())
-        rew, trunc = self.sim.step(a)
+        agents = self.possible_agents
+        row = []
+        for agent in agents:  # an agent left out rests (action 0)
+            v = actions.get(agent, 0)
+            row.append(v if type(v) is int else int(np.asarray(v).item()))  # numpy ints, 0-d arrays, ...
+        rew, done = self.sim.step_one(row)  # the one-floor step in plain Python: lists in, lists out
         obs = self._observations()
         infos = self._infos()
-        rewards = dict(zip(self.possible_agents, rew[0].tolist(), strict=True))
-        done = bool(trunc[0])
-        terminations = dict.fromkeys(self.possible_agents, False)
-        truncations = dict.fromkeys(self.possible_agents, done)
+        rewards = dict(zip(agents, rew, strict=True))
+        terminations = dict.fromkeys(agents, False)
+        truncations = dict.fromkeys(agents, done)
         if done:
             self.agents = []
         return obs, rewards, terminations, truncations, infos
 
     def _observations(self) -> dict[str, np.ndarray]:
-        o = self.sim.observe()[0]
+        o = self.sim.observe()[0]  # a new array every step: earlier observations stay as they were
         return dict(zip(self.possible_agents, o, strict=True))
 
     def _infos(self) -> dict[str, dict]:
         sim = self.sim
+        completed = sim.completed.item()
         m = {
-            "task_completion": float(sim.completed[0]) / max(float(sim.arrived[0]), 1.0),
-            "jobs_done": float(sim.completed[0]),
-            "conflicts": float(sim.conflicts[0]),
-            "overwork_steps": float(sim.overworked[0]),
-            "broken_stations": float(np.count_nonzero(sim.broken[0])),
+            "task_completion": completed / max(sim.arrived.item(), 1.0),
+            "jobs_done": completed,
+            "conflicts": sim.conflicts.item(),
+            "overwork_steps": sim.overworked.item(),
+            "broken_stations": float(np.count_nonzero(sim.broken)),
         }
         return {agent: {"metrics": m} for agent in self.possible_agents}
 
