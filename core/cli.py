@@ -50,7 +50,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.no_plot:
         from guidedrl.compare import plot_runs
 
-        png = plot_runs([result.run_dir], result.run_dir / "learning_curve.png")
+        methods = "+".join(s.get("methods") or []) or "no method"
+        png = plot_runs([result.run_dir], result.run_dir / "learning_curve.png", title=f"{s['env']} - {s['algo']} - {methods}")
         print(f"plot:    {png}")
     return 0
 

@@ -106,7 +106,8 @@ def compare_runs(
     table = "\n".join(lines) + "\n"
     table_path = out / "compare.md"
     table_path.write_text(table)
-    png_path = plot_groups(groups, out / "curves.png")
+    envs = sorted({str(r["config"].get("env", "?")) for r in runs})
+    png_path = plot_groups(groups, out / "curves.png", title=", ".join(envs))
     return table_path, png_path
 
 
@@ -124,7 +125,7 @@ def _default_threshold(runs: list[dict[str, Any]]) -> float | None:
     return spec.reward_threshold
 
 
-def plot_groups(groups: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
+def plot_groups(groups: dict[str, list[dict[str, Any]]], path: str | Path, title: str | None = None) -> Path:
     """Mean test return against env steps per group, with a ±std band over seeds."""
     import matplotlib
 
@@ -148,6 +149,8 @@ def plot_groups(groups: dict[str, list[dict[str, Any]]], path: str | Path) -> Pa
             ax.fill_between(grid, mean - std, mean + std, alpha=0.2, color=line.get_color())
     ax.set_xlabel("env steps")
     ax.set_ylabel("test return")
+    if title:
+        ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -157,6 +160,6 @@ def plot_groups(groups: dict[str, list[dict[str, Any]]], path: str | Path) -> Pa
     return path
 
 
-def plot_runs(run_dirs: Sequence[str | Path], path: str | Path) -> Path:
+def plot_runs(run_dirs: Sequence[str | Path], path: str | Path, title: str | None = None) -> Path:
     runs = [{"dir": Path(d), "config": {}, "metrics": read_metrics(d)} for d in run_dirs]
-    return plot_groups({Path(r["dir"]).name: [r] for r in runs}, path)
+    return plot_groups({Path(r["dir"]).name: [r] for r in runs}, path, title=title)
