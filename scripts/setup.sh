@@ -36,8 +36,8 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" pip install -q -c constraints.txt "llama-cpp-python>=0.3,<0.4"
 fi
 
-args=()
-for d in "${dists[@]}"; do args+=(-e "$d"); done
-pip install -q -c constraints.txt "${args[@]}" ".[test]"
+args=(-e ".[test]")
+for d in "${dists[@]:1}"; do args+=(-e "$d"); done
+pip install -q -c constraints.txt "${args[@]}"
 echo "$want" > "$stamp"
 echo "[setup] done: $("$VENV/bin/guidedrl" --version 2>/dev/null || echo guidedrl)"
