@@ -26,39 +26,39 @@ import tempfile
 import time
 
 HIDDEN = (64, 64)
-NUM_ENVS, NUM_TEST_ENVS, TEST_EPISODES = 8, 4, 10
+NUM_ENVS, NUM_TEST_ENVS, TEST_EPISODES = 8, 2, 2  # few test episodes: their length varies with the policy, not with the framework
 EPOCH_STEPS, STEPS_PER_COLLECT, REPEAT, BATCH = 5000, 1024, 10, 256
 
 
 def _warm_numba() -> None:
-    """Tianshou compiles numba kernels on first use; do it before timing, in every arm."""
-    import numpy as np
-    from tianshou.data import Batch, VectorReplayBuffer
-    from tianshou.algorithm.algorithm_base import _gae
+    """Tianshou compiles numba kernels on first use (per argument types); compile them before
+    timing, in every arm alike, by one tiny plain-Tianshou PPO update."""
+    from tianshou.data import Collector, VectorReplayBuffer
+    from tianshou.utils.torch_utils import policy_within_training_step
 
-    VectorReplayBuffer(16, 2)
-    v = np.zeros(4)
-    _gae(v, v, np.zeros(4), np.zeros(4, bool), 0.99, 0.95)
-    del Batch
+    algo, train_envs, test_envs = _tianshou_ppo(seed=999)
+    buffer = VectorReplayBuffer(64, NUM_ENVS)
+    collector = Collector(algo, train_envs, buffer)
+    collector.reset()
+    with policy_within_training_step(algo.policy):
+        collector.collect(n_step=64)
+        algo.update(buffer=buffer, batch_size=32, repeat=1)
+    train_envs.close()
+    test_envs.close()
 
 
-def arm_tianshou(steps: int, seed: int) -> float:
+def _tianshou_ppo(seed: int):  # noqa: ANN202 - (algorithm, train envs, test envs)
+    """The plain Tianshou PPO of the hand-written arm (same networks and settings as guidedrl's)."""
     import gymnasium as gym
-    import numpy as np
     import torch
     from tianshou.algorithm import PPO
     from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy
     from tianshou.algorithm.optim import AdamOptimizerFactory
-    from tianshou.data import Collector, VectorReplayBuffer
     from tianshou.env import DummyVectorEnv
-    from tianshou.trainer import OnPolicyTrainerParams
     from tianshou.utils.net.common import Net
     from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
 
-    _warm_numba()
-    t0 = time.process_time()
     torch.manual_seed(seed)
-    torch.set_num_threads(1)
     env = gym.make("CartPole-v1")
     actor = DiscreteActor(preprocess_net=Net(state_shape=env.observation_space.shape, hidden_sizes=HIDDEN), action_shape=2)
     critic = DiscreteCritic(preprocess_net=Net(state_shape=env.observation_space.shape, hidden_sizes=HIDDEN))
@@ -72,6 +72,19 @@ def arm_tianshou(steps: int, seed: int) -> float:
     test_envs = DummyVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(NUM_TEST_ENVS)])
     train_envs.seed([seed + i for i in range(NUM_ENVS)])
     test_envs.seed([seed + 10_000 + i for i in range(NUM_TEST_ENVS)])
+    return algo, train_envs, test_envs
+
+
+def arm_tianshou(steps: int, seed: int) -> float:
+    import numpy as np
+    import torch
+    from tianshou.data import Collector, VectorReplayBuffer
+    from tianshou.trainer import OnPolicyTrainerParams
+
+    _warm_numba()
+    torch.set_num_threads(1)
+    t0 = time.process_time()
+    algo, train_envs, test_envs = _tianshou_ppo(seed)
     np.random.seed(seed)
     algo.run_training(
         OnPolicyTrainerParams(

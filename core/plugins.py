@@ -259,25 +259,26 @@ def _misspelt_hint(exc: pluggy.PluginValidationError) -> str:
 
 
 @functools.cache
-def _registry_manager() -> pluggy.PluginManager:
+def _registry_manager(kind: str) -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     from guidedrl import default_plugins
 
     pm.register(default_plugins, name="guidedrl.defaults")
-    for kind in ("envs", "llms"):
-        for name, info in discover(kind).items():
-            obj = info.load()
-            key = f"{kind}:{name}"
-            if pm.get_plugin(key) is None and not pm.is_registered(obj):
-                pm.register(obj, name=key)
+    for name, info in discover(kind).items():
+        obj = info.load()
+        key = f"{kind}:{name}"
+        if pm.get_plugin(key) is None and not pm.is_registered(obj):
+            pm.register(obj, name=key)
     pm.check_pending()
     return pm
 
 
-def registry_manager() -> pluggy.PluginManager:
-    """The process-wide manager of env and LLM registration plugins (loaded once)."""
-    return _registry_manager()
+def registry_manager(kind: str) -> pluggy.PluginManager:
+    """The process-wide manager of one group's registration plugins (``envs`` or ``llms``), loaded
+    on first use: a run that never asks an LLM never imports an LLM backend (LangChain integrations
+    take a second or more to import)."""
+    return _registry_manager(kind)
 
 
 def reset_registries() -> None:

@@ -27,9 +27,10 @@ class Entry:
 class Registry:
     """id → factory, with 'did you mean' errors and duplicate detection."""
 
-    def __init__(self, kind: str, hook: str) -> None:
+    def __init__(self, kind: str, hook: str, group: str) -> None:
         self.kind = kind
         self.hook = hook
+        self.group = group
         self._entries: dict[str, Entry] = {}
         self._loaded = False
 
@@ -39,7 +40,7 @@ class Registry:
         self._loaded = True
         from guidedrl.plugins import registry_manager
 
-        pm = registry_manager()
+        pm = registry_manager(self.group)
         for impl in getattr(pm.hook, self.hook).get_hookimpls():
             source = impl.plugin_name
 
@@ -86,8 +87,8 @@ class Registry:
         )
 
 
-ENVS = Registry("environment", "register_envs")
-LLMS = Registry("LLM backend", "register_llms")
+ENVS = Registry("environment", "register_envs", "envs")
+LLMS = Registry("LLM backend", "register_llms", "llms")
 
 
 def make_adapter(env_id: str, **kwargs: Any) -> Any:
