@@ -100,3 +100,34 @@ def test_existing_run_directory_needs_resume(tmp_path):
 def test_resume_needs_a_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="no checkpoint.pt"):
         train(from_dict(tiny_ppo(tmp_path / "empty")), resume=True)
+
+
+def test_subprocess_vector_envs_train(tmp_path):
+    from guidedrl.config import from_dict
+    from guidedrl.runner import train
+
+    cfg = from_dict(
+        {
+            "env": "CartPole-v1",
+            "steps": 1024,
+            "out": str(tmp_path / "run"),
+            "ppo": {"steps_per_collect": 512, "repeat": 1},
+            "train": {"vector": "subproc", "num_envs": 2, "epoch_steps": 512, "test_episodes": 2, "num_test_envs": 2},
+        }
+    )
+    summary = train(cfg).summary
+    assert summary["status"] == "finished" and summary["env_steps"] >= 1024
+
+
+def test_ray_vector_envs_without_ray_say_what_to_install(tmp_path):
+    import importlib.util
+
+    from guidedrl.config import from_dict
+    from guidedrl.errors import ConfigError
+    from guidedrl.runner import train
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed: this test covers the message shown without it")
+    cfg = from_dict({"env": "CartPole-v1", "steps": 512, "out": str(tmp_path / "run"), "train": {"vector": "ray"}})
+    with pytest.raises(ConfigError, match=r"guidedrl\[ray\]"):
+        train(cfg)
