@@ -65,24 +65,17 @@ class RunContext:
     def policy(self) -> Any:
         return self.algorithm.policy if self.algorithm is not None else None
 
-    def act(self, obs: np.ndarray, *, deterministic: bool = True) -> np.ndarray:
-        """The current policy's env-space actions for a batch of observations."""
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The current policy's env-space actions for a batch of observations, as in evaluation
+        (eval mode: PPO/SAC take their deterministic action, DQN its test epsilon)."""
         from tianshou.data import Batch
+        from tianshou.utils.torch_utils import torch_train_mode
 
         policy = self.policy
-        was_training = policy.training
-        policy.eval()
-        old_det = getattr(policy, "deterministic_eval", None)
-        try:
-            with torch.no_grad():
-                result = policy(Batch(obs=np.asarray(obs), info={}))
-            act = result.act
-            act = act.cpu().numpy() if isinstance(act, torch.Tensor) else np.asarray(act)
-            return policy.map_action(act)
-        finally:
-            if old_det is not None:
-                policy.deterministic_eval = old_det
-            policy.train(was_training)
+        with torch.no_grad(), torch_train_mode(policy, enabled=False):
+            act = policy(Batch(obs=np.asarray(obs), info={})).act
+        act = act.cpu().numpy() if isinstance(act, torch.Tensor) else np.asarray(act)
+        return policy.map_action(act)
 
     # -- environments and the LLM --------------------------------------------------------------
     def make_env(self, **kwargs: Any) -> Any:
