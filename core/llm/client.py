@@ -608,11 +608,8 @@ class LLMClient:
                     attempts=calls[0],
                 )
             raw = result.raw
-            try:
-                value = self._validate(p, raw)
-            except INVALID_ERRORS as exc:
-                error = _short(exc)
-                final = attempt == last_attempt
+
+            def log_call(*, valid: bool, fallback: bool, error: str | None) -> None:
                 self.log.write(
                     "call",
                     **self._line(
@@ -621,14 +618,21 @@ class LLMClient:
                         latency_s=result.latency_s,
                         tokens=result.tokens,
                         cache_hit=False,
-                        valid=False,
+                        valid=valid,
                         failed=False,
-                        fallback=final,
+                        fallback=fallback,
                         error=error,
                     ),
                     prompt=_prompt_data(messages),
                     answer=raw,
                 )
+
+            try:
+                value = self._validate(p, raw)
+            except INVALID_ERRORS as exc:
+                error = _short(exc)
+                final = attempt == last_attempt
+                log_call(valid=False, fallback=final, error=error)
                 if final:
                     return Answer(
                         value=question.fallback,
@@ -641,22 +645,7 @@ class LLMClient:
                 # re-ask with the validation error fed back
                 messages = [*messages, AIMessage(content=raw), HumanMessage(content=_feedback(error))]
                 continue
-            self.log.write(
-                "call",
-                **self._line(
-                    p,
-                    attempt=attempt,
-                    latency_s=result.latency_s,
-                    tokens=result.tokens,
-                    cache_hit=False,
-                    valid=True,
-                    failed=False,
-                    fallback=False,
-                    error=None,
-                ),
-                prompt=_prompt_data(messages),
-                answer=raw,
-            )
+            log_call(valid=True, fallback=False, error=None)
             if self.cache.writable:
                 self.cache.put(p.key, raw, backend=self.label, model=self.model_name, kind=question.kind)
             return Answer(value=value, ok=True, raw=raw, attempts=calls[0])
