@@ -136,6 +136,19 @@ class RunRecorder:
             self._tb.close()
 
 
+def load_run_checkpoint(source: str | Path, *, setting: str = "train.init_from") -> dict[str, Any]:
+    """Another run's checkpoint, given its run directory or its ``checkpoint.pt``, loaded safely
+    (``weights_only=True``). ``setting`` names what the user gave, for the error message."""
+    from guidedrl.errors import ConfigError
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.exists():
+        raise ConfigError(f"{setting}: {str(path)!r} does not exist; give a run directory or its checkpoint.pt")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """Rows of a run's ``metrics.jsonl`` (a torn last line from a killed run is skipped)."""
     rows = []

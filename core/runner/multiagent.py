@@ -702,11 +702,9 @@ def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, pr
 
     ckpt = recorder.load_checkpoint() if resume else None
     if ckpt is None and tc.init_from:
-        from pathlib import Path
+        from guidedrl.records import load_run_checkpoint
 
-        path = Path(tc.init_from)
-        path = path / "checkpoint.pt" if path.is_dir() else path
-        init = torch.load(path, map_location="cpu", weights_only=True)
+        init = load_run_checkpoint(tc.init_from)
         if "algorithm" not in init:
             raise ConfigError(f"train.init_from = {tc.init_from!r} is not a multi-agent run's checkpoint")
         algo.load_state_dict(init["algorithm"], networks_only=True)
@@ -749,6 +747,14 @@ def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, pr
 
     trainer = MultiAgentTrainer(ctx, algo)
     trainer.episodes = episodes
+
+    def save_checkpoint() -> None:
+        recorder.save_checkpoint({
+            "algorithm": algo.state_dict(), "env_steps": ctx.env_steps, "best_return": best,
+            "episodes": trainer.episodes, "next_eval": next_eval, "last_return": last_eval["return"],
+            "last_metrics": last_eval["metrics"], "pretrain_steps": summary_extra["pretrain_steps"],
+            "torch_rng": torch.get_rng_state(), "online_s": online_s,
+        })
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -788,12 +794,7 @@ def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, pr
                 if bar is not None:
                     bar.set_postfix(test_return=f"{last_eval['return']:.2f}")
                 if tc.checkpoint:
-                    recorder.save_checkpoint({
-                        "algorithm": algo.state_dict(), "env_steps": ctx.env_steps, "best_return": best,
-                        "episodes": trainer.episodes, "next_eval": next_eval, "last_return": last_eval["return"],
-                        "last_metrics": last_eval["metrics"], "pretrain_steps": summary_extra["pretrain_steps"],
-                        "torch_rng": torch.get_rng_state(), "online_s": online_s,
-                    })
+                    save_checkpoint()
                 if tc.stop_return is not None and last_eval["return"] >= tc.stop_return:
                     break
             t0 = time.time()
@@ -802,11 +803,7 @@ def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, pr
         if bar is not None:
             bar.close()
     if ctx.env_steps == 0 and tc.checkpoint:
-        recorder.save_checkpoint({
-            "algorithm": algo.state_dict(), "env_steps": 0, "best_return": best, "episodes": 0,
-            "next_eval": next_eval, "last_return": last_eval["return"], "last_metrics": last_eval["metrics"],
-            "pretrain_steps": summary_extra["pretrain_steps"], "torch_rng": torch.get_rng_state(),
-        })
+        save_checkpoint()
     return {
         "env_steps": int(ctx.env_steps),
         "best_return": float(best),

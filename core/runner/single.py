@@ -210,21 +210,15 @@ def _save_checkpoint(
 
 def _init_from(algorithm: Any, source: str) -> None:
     """Load only the networks of another run's checkpoint (not optimisers, not counters)."""
-    from pathlib import Path
-
     from guidedrl.errors import ConfigError
+    from guidedrl.records import load_run_checkpoint
 
-    path = Path(source)
-    if path.is_dir():
-        path = path / "checkpoint.pt"
-    if not path.exists():
-        raise ConfigError(f"train.init_from: {str(path)!r} does not exist; give a run directory or its checkpoint.pt")
-    state = torch.load(path, map_location="cpu", weights_only=True)["algorithm"]
+    state = load_run_checkpoint(source)["algorithm"]
     state = {k: v for k, v in state.items() if not k.endswith(algorithm._STATE_DICT_KEY_OPTIMIZERS)}
     # nn.Module's loader, not Algorithm's (which expects optimiser states too).
     result = torch.nn.Module.load_state_dict(algorithm, state, strict=False)
     if result.unexpected_keys or result.missing_keys:
         raise ConfigError(
-            f"train.init_from: {str(path)!r} holds a different network (e.g. {(result.unexpected_keys or result.missing_keys)[:3]}); "
+            f"train.init_from: {source!r} holds a different network (e.g. {(result.unexpected_keys or result.missing_keys)[:3]}); "
             "use a run of the same env, algo and network sizes"
         )
