@@ -243,8 +243,8 @@ class RunConfig:
 
 
 _SECRET_KEY = re.compile(
-    r"^(.*[_.-])?(api[_-]?key|apikey|secret|client[_-]?secret|password|passwd|access[_-]?token|auth[_-]?token|"
-    r"api[_-]?token|bearer[_-]?token|authorization|token)$",
+    r"^(?:(?:.*[_.-])?(?:api[_-]?key|apikey|secret|password|passwd|access[_-]?token|auth[_-]?token|api[_-]?token|"
+    r"bearer[_-]?token|authorization)|token)$",
     re.IGNORECASE,
 )
 _SECRET_VALUE = re.compile(
