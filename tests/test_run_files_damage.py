@@ -444,3 +444,31 @@ def test_metrics_with_a_torn_line_resume_and_compare(ppo_run, tmp_path, capsys):
     assert main(["compare", str(run), "--out", str(tmp_path / "cmp")]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "summary.json is damaged (not valid JSON" in line and "leave this run out" in line
+
+
+# -- config.toml and llm_calls.jsonl ---------------------------------------------------------------
+
+
+def test_damaged_config_toml_is_one_sentence(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_bytes(b"\x00\xff\xfe not toml")
+    (run / "checkpoint.pt").write_bytes(b"")
+    rc, err = run_cli(capsys, str(run / "config.toml"), "--resume")
+    assert rc == 2
+    line = one_error_line(err)
+    assert "config.toml" in line and "is not valid TOML" in line and "restore it" in line
+
+
+def test_llm_call_log_with_a_torn_line_still_adds_up(tmp_path):
+    from guidedrl.records import llm_log_totals
+
+    (tmp_path / "llm_calls.jsonl").write_bytes(
+        b'{"event": "call", "backend": "simulated", "tokens": 5, "valid": true}\n'
+        b'{"event": "cache_hit", "backend": "simulated"}\n'
+        b'{"event": "call", "backend": "openai:x", "tokens": 7, "failed": true, "valid": null}\n'
+        b'{"event": "call", "backend": "openai:x", "tok'
+    )
+    totals = llm_log_totals(tmp_path)
+    assert (totals["llm_calls"], totals["llm_cache_hits"], totals["llm_failures"], totals["llm_tokens"]) == (2, 1, 1, 12)
+    assert totals["llm_backend_logged"] == "openai:x"
