@@ -139,6 +139,11 @@ def describe_groups(runs: list[dict[str, Any]]) -> list[Group]:
             )
         )
     groups.sort(key=lambda g: (bool(g.methods), "+".join(g.methods), *[_sort_key(g.shown[k]) for k in shown_keys]))
+    seen: dict[str, int] = defaultdict(int)
+    for i, g in enumerate(groups):  # labels stay unique even where the settings cannot tell groups apart
+        seen[g.label] += 1
+        if seen[g.label] > 1:
+            groups[i] = attrs.evolve(g, label=f"{g.label} #{seen[g.label]}")
     return groups
 
 

@@ -299,7 +299,12 @@ def test_2x2_sweep_on_the_local_backend_skips_finished_and_resumes_killed_trials
     record = run_sweep(tiny_2x2(), out, backend="local", progress=False)
     assert record["backend"] == "local"
     check_2x2(out, record)
-    check_rerun_skips_finished_and_resumes_killed(out, lambda: run_sweep(tiny_2x2(), out, backend="local", progress=False))
+
+    def rerun_from_the_saved_definition() -> dict:
+        assert main(["sweep", "--out", str(out), "--resume", "--backend", "local", "--quiet"]) == 0
+        return json.loads((out / "sweep.json").read_text())
+
+    check_rerun_skips_finished_and_resumes_killed(out, rerun_from_the_saved_definition)
 
 
 @pytest.mark.slow
