@@ -9,8 +9,8 @@ and summary, so each Ray task only calls the runner once (in a Ray worker proces
 inside its trial); Tune would add a second notion of trial directories, checkpoints and restore.
 
 - Without ``--address`` a local Ray instance is started (``--parallel`` CPUs: at most that many
-  trials at once); with ``--address ray://HOST:PORT`` or ``auto`` the sweep joins a cluster, and
-  ``--out`` must then be on a filesystem every node sees.
+  trials at once); with ``--address ray://HOST:PORT`` or ``auto`` the sweep joins a cluster, whose
+  nodes need guidedrl and the run's plugins installed, and ``--out`` on a filesystem they all see.
 - Without Ray installed, or with ``--parallel 1`` / ``--backend local``, the same trials run one
   after another in this process (``--backend ray`` or ``--address`` without Ray is an error that
   names ``pip install 'guidedrl[ray]'``).
@@ -603,7 +603,8 @@ def add_sweep_parser(sub: Any) -> None:
     p = sub.add_parser(
         "sweep",
         help="grid of runs over settings and seeds, in parallel on Ray (local or a cluster)",
-        description=__doc__.split("\n\n")[0] + " Each trial is a run directory under OUT/runs/.",
+        description="Run every combination of --grid values × --seeds (or a sweep TOML's arms, grid and seeds) as "
+        "ordinary runs in OUT/runs/, in parallel on Ray; re-running skips finished trials and resumes killed ones.",
     )
     p.add_argument("config", nargs="?", help="run config TOML, or a sweep TOML (a run config with a [sweep] table)")
     p.add_argument("--env", help="environment id")
