@@ -322,3 +322,11 @@ def test_a_failing_trial_is_reported_and_the_others_finish(tmp_path, capsys):
     assert "does not exist" in failed["error"] and failed["rc"] == 2
     assert f"failed: {failed['id']}" in captured and failed["log"] in captured
     assert "1 finished, 0 skipped (finished before), 1 failed" in captured
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "benchmarks").glob("*.toml")), ids=lambda p: p.name)
+def test_every_benchmark_sweep_expands_into_valid_runs(path, tmp_path):
+    trials = expand(load_sweep(path), tmp_path / "out")
+    assert trials and len({t.id for t in trials}) == len(trials)
+    for t in trials:
+        assert "{seed}" not in json.dumps(t.config) and "{sweep}" not in json.dumps(t.config)
