@@ -217,6 +217,8 @@ def compare_runs(
     if gain is not None:
         plot_gain(gain, out / "gain.png", title=", ".join(envs))
         lines += ["", *gain_lines(gain), "", "![gain](gain.png)"]
+    else:
+        (out / "gain.png").unlink(missing_ok=True)  # not one from an earlier comparison in this directory
     table = "\n".join(lines) + "\n"
     table_path = out / "compare.md"
     table_path.write_text(table)

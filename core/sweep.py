@@ -579,19 +579,19 @@ def run_sweep(
             for o in outcomes
         ],
     }
-    if report:
-        done = [o.trial.config["out"] for o in outcomes if o.status != "failed"]
-        if done:
-            from guidedrl.compare import compare_runs
-
-            table, png = compare_runs(done, out / "compare")
-            record["report"] = {"table": str(table), "curves": str(png)}
-            gain = out / "compare" / "gain.png"
-            if gain.exists():
-                record["report"]["gain"] = str(gain)
     from guidedrl.records import atomic_write_json
 
-    atomic_write_json(out / "sweep.json", record)
+    atomic_write_json(out / "sweep.json", record)  # before the report, so a failing plot loses nothing
+    done = [o.trial.config["out"] for o in outcomes if o.status != "failed"]
+    if report and done:
+        from guidedrl.compare import compare_runs
+
+        table, png = compare_runs(done, out / "compare")
+        record["report"] = {"table": str(table), "curves": str(png)}
+        gain = out / "compare" / "gain.png"
+        if gain.exists():
+            record["report"]["gain"] = str(gain)
+        atomic_write_json(out / "sweep.json", record)
     return record
 
 

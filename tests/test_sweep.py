@@ -213,8 +213,11 @@ def test_compare_labels_groups_by_the_fewest_settings_that_differ_and_plots_gain
 def test_no_gain_plot_without_a_no_method_group_or_with_two_numeric_settings(tmp_path):
     from guidedrl.compare import compare_runs
 
-    dirs = [d for d in error_rate_runs(tmp_path / "runs") if "plain" not in d.name]
-    compare_runs(dirs, tmp_path / "cmp")
+    all_dirs = error_rate_runs(tmp_path / "runs")
+    compare_runs(all_dirs, tmp_path / "cmp")
+    assert (tmp_path / "cmp" / "gain.png").exists()
+    dirs = [d for d in all_dirs if "plain" not in d.name]
+    compare_runs(dirs, tmp_path / "cmp")  # the same directory: the earlier gain.png must go
     assert not (tmp_path / "cmp" / "gain.png").exists()
     assert "stops paying" not in (tmp_path / "cmp" / "compare.md").read_text()
 
