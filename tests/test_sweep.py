@@ -221,6 +221,17 @@ def test_no_gain_plot_without_a_no_method_group_or_with_two_numeric_settings(tmp
     assert not (tmp_path / "cmp" / "gain.png").exists()
     assert "stops paying" not in (tmp_path / "cmp" / "compare.md").read_text()
 
+    two = tmp_path / "two"
+    base = {"env": "x", "steps": 100, "seed": 0}
+    runs = [fake_run(two, "plain", {**base, "methods": []}, 100.0, [100.0])]
+    for i, (rate, lr) in enumerate(((0.0, 1e-3), (0.2, 1e-3), (0.0, 3e-4))):
+        cfg = {**base, "methods": ["ultra"], "llm": {"options": {"error_rate": rate}}, "ppo": {"lr": lr}}
+        runs.append(fake_run(two, f"u{i}", cfg, 120.0, [120.0]))
+    compare_runs(runs, tmp_path / "cmp2")
+    text = (tmp_path / "cmp2" / "compare.md").read_text()
+    assert "| ultra, lr=0.0003, error_rate=0 |" in text  # both settings are needed to tell the groups apart
+    assert not (tmp_path / "cmp2" / "gain.png").exists() and "stops paying" not in text
+
 
 def test_the_legend_sits_outside_the_axes(tmp_path, monkeypatch):
     import matplotlib
