@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ import pytest
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="Ray is part of the test extra: pip install -e '.[test]'")
 
-sys.path.insert(0, str(Path(__file__).parent))
 _spec = importlib.util.spec_from_file_location("_sweep_checks", Path(__file__).with_name("test_sweep.py"))
 checks = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(checks)  # the shared 2×2 checks (importlib import mode: no test-to-test imports)
@@ -65,8 +63,7 @@ def test_parallel_trials_share_the_llm_cache_and_an_identical_trial_hits_it(loca
     assert first["counts"]["finished"] == 2, first
     sums = {t["id"]: json.loads((Path(t["run_dir"]) / "summary.json").read_text()) for t in first["trials"]}
     assert all(s["llm_calls"] > 0 and s["llm_failures"] == 0 for s in sums.values()), sums
-    starts = sorted((s["pid"], s["wall_s"]) for s in sums.values())
-    assert len(starts) == 2
+    assert len({s["pid"] for s in sums.values()}) == 2, "the two trials ran side by side in two workers"
     for t in first["trials"]:
         assert "locked" not in Path(t["log"]).read_text().lower()
     with sqlite3.connect(cache) as db:
