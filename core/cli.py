@@ -1,4 +1,4 @@
-"""The ``guidedrl`` command: run, eval, compare, and list plugins, envs and LLM backends."""
+"""The ``guidedrl`` command: run, sweep, eval, compare, and list plugins, envs and LLM backends."""
 
 from __future__ import annotations
 
@@ -200,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", required=True, help="directory for compare.md and curves.png")
     cmp_.add_argument("--threshold", type=float, default=None, help="return threshold for 'env steps to threshold'")
     cmp_.set_defaults(func=_cmd_compare)
+
+    from guidedrl.sweep import add_sweep_parser  # light: Ray and the runner load only when a sweep runs
+
+    add_sweep_parser(sub)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Compare runs: a markdown table (mean ± std over seeds) and learning curves (PNG)."""
+"""Compare runs: a markdown table (mean ± std over seeds), learning curves and, for a sweep over one
+numeric setting, the gain over the no-method group against that setting (PNGs)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
 from guidedrl.errors import GuidedRLError, RunFileError
@@ -48,8 +50,73 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def group_runs(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Group runs that differ only in seed; label each group by what differs between groups."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sort_key(value: Any) -> tuple:
+    """Orders setting values: absent first, then numbers by size, then text."""
+    if value is None:
+        return (0, 0.0, "")
+    if _is_number(value):
+        return (1, float(value), "")
+    return (2, 0.0, str(value))
+
+
+def _methods_of(flat: dict[str, Any]) -> list[str]:
+    methods = flat.get("methods")
+    if isinstance(methods, str):
+        methods = json.loads(methods)
+    return list(methods or [])
+
+
+def _short_names(keys: Sequence[str]) -> dict[str, str]:
+    """The shortest dotted suffix that tells each key apart (``llm.options.error_rate`` → ``error_rate``)."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            short = ".".join(parts[-n:])
+            if not any(o != key and (o == short or o.endswith("." + short)) for o in keys):
+                break
+        names[key] = short
+    return names
+
+
+def _label_keys(flats: list[dict[str, Any]], varying: list[str]) -> list[str]:
+    """The fewest varying settings (greedily) whose values tell every group apart; methods always."""
+    chosen: list[str] = []
+    candidates = [k for k in varying if k != "methods"]
+
+    def distinct(keys: list[str]) -> int:
+        return len({json.dumps([f.get(k) for k in keys], default=str) for f in flats})
+
+    base = ["methods"]
+    while distinct(base + chosen) < len(flats) and candidates:
+        best = max(candidates, key=lambda k: (distinct(base + chosen + [k]), -len(k)))
+        if distinct(base + chosen + [best]) == distinct(base + chosen):
+            break
+        chosen.append(best)
+        candidates.remove(best)
+    return chosen
+
+
+@attrs.frozen
+class Group:
+    """Runs that differ only in seed, with the settings that tell them from the other groups."""
+
+    label: str
+    settings: dict[str, Any]
+    """Every setting that differs between groups (dotted name → this group's value, None if absent)."""
+    shown: dict[str, Any]
+    """The settings named in the label (dotted name → value)."""
+    methods: tuple[str, ...]
+    runs: list[dict[str, Any]]
+
+
+def describe_groups(runs: list[dict[str, Any]]) -> list[Group]:
+    """Group runs that differ only in seed; label each group by the fewest settings that tell the
+    groups apart (methods first), e.g. ``ultra, error_rate=0.2``; groups sorted by those settings."""
     keyed: dict[str, list[dict[str, Any]]] = defaultdict(list)
     flats: dict[str, dict[str, Any]] = {}
     for run in runs:
@@ -59,14 +126,39 @@ def group_runs(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         flats[key] = flat
     all_keys = set().union(*[set(f) for f in flats.values()]) if flats else set()
     varying = sorted(k for k in all_keys if len({json.dumps(f.get(k), default=str) for f in flats.values()}) > 1)
-    groups: dict[str, list[dict[str, Any]]] = {}
+    shown_keys = _label_keys(list(flats.values()), varying)
+    short = _short_names(shown_keys)
+    groups = []
     for key, members in keyed.items():
         flat = flats[key]
-        methods = json.loads(flat.get("methods", "[]")) if isinstance(flat.get("methods"), str) else flat.get("methods") or []
+        methods = _methods_of(flat)
         parts = ["+".join(methods) or "no method"]
-        parts += [f"{k}={flat.get(k)}" for k in varying if k != "methods" and k in flat]
-        groups[", ".join(parts)] = members
+        parts += [f"{short[k]}={_fmt_value(flat[k])}" for k in shown_keys if flat.get(k) is not None]
+        groups.append(
+            Group(
+                label=", ".join(parts),
+                settings={k: flat.get(k) for k in varying},
+                shown={k: flat.get(k) for k in shown_keys},
+                methods=tuple(methods),
+                runs=members,
+            )
+        )
+    groups.sort(key=lambda g: (bool(g.methods), "+".join(g.methods), *[_sort_key(g.shown[k]) for k in shown_keys]))
+    seen: dict[str, int] = defaultdict(int)
+    for i, g in enumerate(groups):  # labels stay unique even where the settings cannot tell groups apart
+        seen[g.label] += 1
+        if seen[g.label] > 1:
+            groups[i] = attrs.evolve(g, label=f"{g.label} #{seen[g.label]}")
     return groups
+
+
+def _fmt_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def group_runs(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Group runs that differ only in seed; label each group by what differs between groups."""
+    return {g.label: g.runs for g in describe_groups(runs)}
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -85,11 +177,20 @@ def steps_to_threshold(metrics: list[dict[str, Any]], threshold: float) -> int |
 
 
 def compare_runs(
-    run_dirs: Sequence[str | Path], out: str | Path, *, threshold: float | None = None
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    threshold: float | None = None,
+    gain_metric: str = "final_return",
 ) -> tuple[Path, Path]:
-    """Write ``compare.md`` and ``curves.png`` into ``out``; return their paths."""
+    """Write ``compare.md`` and ``curves.png`` into ``out``; return their paths.
+
+    When exactly one numeric setting varies between the guided groups and there is a no-method
+    group, also write ``gain.png``: % gain of ``gain_metric`` over the no-method group against that
+    setting, with the value where the gain first falls to zero marked (and a section in ``compare.md``).
+    """
     runs = [load_run(d) for d in run_dirs]
-    groups = group_runs(runs)
+    groups = describe_groups(runs)
     if threshold is None:
         threshold = _default_threshold(runs)
     out = Path(out)
@@ -99,21 +200,154 @@ def compare_runs(
         header.append(f"env steps to {threshold:g}")
     header += ["wall s", "LLM calls"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, members in groups.items():
+    for group in groups:
+        members = group.runs
         sums = [m["summary"] for m in members]
-        row = [label, str(len(members)), _mean_std([s.get("final_return") for s in sums]), _mean_std([s.get("best_return") for s in sums])]
+        row = [group.label, str(len(members)), _mean_std([s.get("final_return") for s in sums]), _mean_std([s.get("best_return") for s in sums])]
         if threshold is not None:
             reached = [steps_to_threshold(m["metrics"], threshold) for m in members]
             hit = [r for r in reached if r is not None]
             row.append(f"{_mean_std(hit)} ({len(hit)}/{len(members)} reached)" if hit else f"not reached (0/{len(members)})")
         row += [_mean_std([s.get("wall_s") for s in sums]), _mean_std([s.get("llm_calls", 0) for s in sums])]
         lines.append("| " + " | ".join(row) + " |")
+    hidden = [k for k in (groups[0].settings if groups else {}) if k not in groups[0].shown and k != "methods"]
+    if hidden:
+        lines += ["", "Other settings that differ between the groups:", "",
+                  "| run | " + " | ".join(hidden) + " |", "|" + "---|" * (len(hidden) + 1)]
+        for group in groups:
+            cells = ["—" if group.settings[k] is None else _fmt_value(group.settings[k]) for k in hidden]
+            lines.append(f"| {group.label} | " + " | ".join(cells) + " |")
+    envs = sorted({str(r["config"].get("env", "?")) for r in runs})
+    gain = gain_vs_setting(groups, metric=gain_metric)
+    if gain is not None:
+        plot_gain(gain, out / "gain.png", title=", ".join(envs))
+        lines += ["", *gain_lines(gain), "", "![gain](gain.png)"]
+    else:
+        (out / "gain.png").unlink(missing_ok=True)  # not one from an earlier comparison in this directory
     table = "\n".join(lines) + "\n"
     table_path = out / "compare.md"
     table_path.write_text(table)
-    envs = sorted({str(r["config"].get("env", "?")) for r in runs})
-    png_path = plot_groups(groups, out / "curves.png", title=", ".join(envs))
+    png_path = plot_groups({g.label: g.runs for g in groups}, out / "curves.png", title=", ".join(envs))
     return table_path, png_path
+
+
+def _metric(run: dict[str, Any], metric: str) -> float | None:
+    value = run["summary"].get(metric)
+    return float(value) if _is_number(value) and np.isfinite(value) else None
+
+
+def gain_vs_setting(groups: list[Group], *, metric: str = "final_return") -> dict[str, Any] | None:
+    """% gain of ``metric`` over the no-method group(s) against the one numeric setting that varies
+    between the guided groups; ``None`` when the groups do not have that shape.
+
+    Gain per seed = 100 · (run − baseline mean) / |baseline mean|; the baseline is the no-method
+    group, or the no-method group with the same setting value when it varies there too. Each line
+    (one per method combination and other shown setting) gets ``breakeven``: the setting value where
+    the mean gain first falls to ≤ 0, linearly interpolated between the two tested values around it.
+    """
+    base = [g for g in groups if not g.methods]
+    guided = [g for g in groups if g.methods]
+    if not base or not guided:
+        return None
+    numeric = [
+        k for k in guided[0].shown
+        if len({json.dumps(g.shown[k]) for g in guided}) > 1 and all(_is_number(g.shown[k]) for g in guided)
+    ]
+    if len(numeric) != 1:
+        return None
+    x_key = numeric[0]
+    if len(base) == 1:
+        baselines = {None: base[0]}
+    elif all(_is_number(b.shown.get(x_key)) for b in base) and len({b.shown[x_key] for b in base}) == len(base):
+        baselines = {b.shown[x_key]: b for b in base}
+    else:
+        return None
+    lines: dict[str, dict[str, Any]] = {}
+    for g in guided:
+        x = g.shown[x_key]
+        b = baselines.get(None, baselines.get(x))
+        if b is None:
+            continue
+        b_vals = [v for v in (_metric(r, metric) for r in b.runs) if v is not None]
+        vals = [v for v in (_metric(r, metric) for r in g.runs) if v is not None]
+        if not b_vals or not vals or np.mean(b_vals) == 0:
+            continue
+        b_mean = float(np.mean(b_vals))
+        gains = [100.0 * (v - b_mean) / abs(b_mean) for v in vals]
+        name = ", ".join(["+".join(g.methods)] + [f"{k.rsplit('.', 1)[-1]}={_fmt_value(v)}" for k, v in g.shown.items()
+                                                  if k != x_key and v is not None])
+        line = lines.setdefault(name, {"x": [], "mean": [], "std": [], "n": [], "baseline": []})
+        line["x"].append(float(x))
+        line["mean"].append(float(np.mean(gains)))
+        line["std"].append(float(np.std(gains)))
+        line["n"].append(len(gains))
+        line["baseline"].append(b_mean)
+    if not lines:
+        return None
+    for line in lines.values():
+        order = np.argsort(line["x"])
+        for k in ("x", "mean", "std", "n", "baseline"):
+            line[k] = [line[k][i] for i in order]
+        line["breakeven"] = _breakeven(line["x"], line["mean"])
+    return {"setting": x_key, "metric": metric, "lines": lines}
+
+
+def _breakeven(xs: list[float], gains: list[float]) -> float | None:
+    """First x where the gain falls to ≤ 0 (interpolated); ``None`` if it stays > 0 (or never was)."""
+    for i, g in enumerate(gains):
+        if g <= 0:
+            if i == 0:
+                return xs[0]
+            x0, x1, g0 = xs[i - 1], xs[i], gains[i - 1]
+            return x0 + (x1 - x0) * g0 / (g0 - g)
+    return None
+
+
+def gain_lines(gain: dict[str, Any]) -> list[str]:
+    """The gain-vs-setting section of ``compare.md``."""
+    setting, metric = gain["setting"], gain["metric"].replace("_", " ")
+    out = [f"Gain in {metric} over the no-method group, by `{setting}` (mean ± std over seeds):", "",
+           f"| method | {setting} | gain % | seeds | no-method {metric} |", "|---|---|---|---|---|"]
+    notes = []
+    for name, line in gain["lines"].items():
+        for x, m, s, n, b in zip(line["x"], line["mean"], line["std"], line["n"], line["baseline"], strict=True):
+            out.append(f"| {name} | {x:g} | {m:+.1f} ± {s:.1f} | {n} | {b:.1f} |")
+        be = line["breakeven"]
+        if be is None:
+            notes.append(f"{name}: guidance pays over the whole tested range ({line['x'][0]:g}–{line['x'][-1]:g}).")
+        elif be == line["x"][0] and line["mean"][0] <= 0:
+            notes.append(f"{name}: guidance does not pay even at {setting} = {be:g}.")
+        else:
+            notes.append(f"{name}: guidance stops paying at {setting} ≈ {be:.3g}.")
+    return out + [""] + notes
+
+
+def plot_gain(gain: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
+    """% gain over the no-method group against the varying setting, ± std, break-even marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
+    for name, line in gain["lines"].items():
+        x, m, s = np.array(line["x"]), np.array(line["mean"]), np.array(line["std"])
+        (ln,) = ax.plot(x, m, marker="o", label=name)
+        ax.fill_between(x, m - s, m + s, alpha=0.2, color=ln.get_color())
+        be = line["breakeven"]
+        if be is not None:
+            ax.axvline(be, ls="--", color=ln.get_color(), alpha=0.8, label=f"{name}: stops paying at {be:.3g}")
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xlabel(gain["setting"])
+    ax.set_ylabel(f"% gain in {gain['metric'].replace('_', ' ')} over no method")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    path = Path(path)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _default_threshold(runs: list[dict[str, Any]]) -> float | None:
@@ -137,7 +371,7 @@ def plot_groups(groups: dict[str, list[dict[str, Any]]], path: str | Path, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
     for label, members in groups.items():
         curves = []
         for m in members:
@@ -157,10 +391,9 @@ def plot_groups(groups: dict[str, list[dict[str, Any]]], path: str | Path, title
     if title:
         ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # beside, not over, the curves
     path = Path(path)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
