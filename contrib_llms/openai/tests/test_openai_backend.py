@@ -37,16 +37,19 @@ class Server:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 model = body["model"]
                 with server.lock:
                     server.requests.append(body)
                     server.counts[model] += 1
                     server.auth.append(self.headers.get("Authorization", ""))
                     n = server.counts[model]
-                if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 if model == "error":
                     return self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
                 if model == "ratelimit" and n == 1:
