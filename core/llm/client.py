@@ -805,9 +805,9 @@ class LLMClient:
         """One answer from the backend, retrying transient errors with exponential backoff (tenacity).
         Every errored call is logged here; the caller logs the call that returned text.
 
-        A timeout or transient error also holds back every other call of the client for a while
-        (``backoff_s``, doubling with each such error in a row, at most 30 s), so that concurrent
-        questions do not pile retries onto a slow server; a call that answers resets it."""
+        A timeout or transient error also holds back every later call of the client for a while
+        (``backoff_s``, doubling with each round of such errors in a row, at most 30 s), so that the
+        next questions do not pile onto a slow server; a call that answers resets it."""
         n_tries = self.config.transient_retries + 1
 
         def worth_retrying(exc: BaseException) -> bool:
@@ -872,9 +872,14 @@ class LLMClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _hold_back(self) -> None:
+        """Start a hold-back window after a timeout or transient error; errors of calls that were in
+        flight together count once, so the window doubles per round of errors, not per call."""
+        now = time.monotonic()
+        if now < self._backoff_until:
+            return
         self._timeouts_in_a_row += 1
         wait = min(self.config.backoff_s * 2 ** (self._timeouts_in_a_row - 1), 30.0)
-        self._backoff_until = max(self._backoff_until, time.monotonic() + wait)
+        self._backoff_until = now + wait
 
     def _cut_by_wall(
         self, p: _Prepared, messages: list[BaseMessage], attempt: int, latency: float
@@ -1100,12 +1105,12 @@ def _short(exc: BaseException, limit: int = 500, secrets: Sequence[str] = ()) ->
         message = str(exc)
     except Exception:  # noqa: BLE001 - an exception whose text cannot be built
         message = "(no message)"
+    message = message.split("\nFor troubleshooting, visit:", 1)[0]  # LangChain's link, on every parse error
     text = (
         f"{type(exc).__name__}: {message}"
         if not isinstance(exc, (ValueError, OutputParserException))
         else message
     )
-    message = message.split("\nFor troubleshooting, visit:", 1)[0]  # LangChain's link, on every parse error
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not message:
         text = "TimeoutError: the call took longer than llm.timeout_s"
     text = redact(clean_text(text), secrets)
