@@ -168,7 +168,7 @@ class ChatLlamaCpp(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
         params["ls_provider"] = "llamacpp"
-        params["ls_model_name"] = self.model_name
+        params["ls_model_name"] = kwargs.get("model") or self.model_name
         params["ls_temperature"] = self.temperature
         params["ls_max_tokens"] = self.max_tokens
         if stop or self.stop:
