@@ -1,5 +1,6 @@
 """LangChain's standard tests (``langchain-tests``) for ``ChatLlamaCpp``. The unit suite needs no model;
-the integration suite runs the real gemma3-270m on the CPU (offline, about a minute: marked slow).
+the integration suite runs the real gemma3-270m on the CPU (offline; answers capped at 16 tokens to
+bound its time; marked slow).
 What the model does not do is declared through the suite's own properties."""
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ class TestLlamaCppUnit(_Declared, ChatModelUnitTests):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 class TestLlamaCppIntegration(_Declared, ChatModelIntegrationTests):
+    @property
+    def chat_model_params(self) -> dict:
+        # short answers keep the suite's time bounded (the standard parameters ask for 100 tokens)
+        return {**super().chat_model_params, "max_tokens": 16}
+
     @pytest.fixture(autouse=True)
     def _gemma(self, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
         pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (scripts/setup.sh builds it)")
