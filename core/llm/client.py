@@ -823,52 +823,53 @@ class LLMClient:
         )
         async for retry_attempt in retrying:
             with retry_attempt:
-                hold = self._backoff_until - time.monotonic()
-                if hold > 0:
-                    await asyncio.sleep(hold)
-                reason = self._check_budget()
-                if reason is not None:
-                    raise _BudgetSpent(reason)
-                self._calls_started += 1
-                calls[0] += 1
-                started = time.perf_counter()
-                cut_by_wall = False
-                try:
-                    async with self._semaphore:
-                        started = time.perf_counter()
-                        timeout, cut_by_wall = self._call_timeout()
+                # a call counts against max_calls when it gets a slot, not while it waits for one
+                async with self._semaphore:
+                    hold = self._backoff_until - time.monotonic()
+                    if hold > 0:
+                        await asyncio.sleep(hold)
+                    reason = self._check_budget()
+                    if reason is not None:
+                        raise _BudgetSpent(reason)
+                    self._calls_started += 1
+                    calls[0] += 1
+                    started = time.perf_counter()
+                    timeout, cut_by_wall = self._call_timeout()
+                    try:
                         message = await asyncio.wait_for(self._invoke(p, messages), timeout=timeout)
                         raw, tokens = clean_text(message.text), _tokens(message)
-                except Exception as exc:
-                    latency = round(time.perf_counter() - started, 6)
-                    if cut_by_wall and isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-                        raise self._cut_by_wall(p, messages, attempt, latency) from exc
-                    error = self._error_text(exc)
-                    self._learn_context(error)
-                    if is_transient(exc):
-                        self._hold_back()
-                    final = not (worth_retrying(exc) and retry_attempt.retry_state.attempt_number < n_tries)
-                    self.log.write(
-                        "call",
-                        **self._line(
-                            p,
-                            attempt=attempt,
-                            latency_s=latency,
-                            tokens=None,
-                            cache_hit=False,
-                            valid=None,
-                            failed=final,
-                            fallback=final,
-                            error=error,
-                        ),
-                        prompt=_prompt_data(messages),
-                    )
-                    if final:
-                        self._announce(p, "call failed", error)
-                        raise _CallFailed(error) from exc
-                    raise
-                self._timeouts_in_a_row = 0
-                return _CallResult(raw, round(time.perf_counter() - started, 6), tokens)
+                    except Exception as exc:
+                        latency = round(time.perf_counter() - started, 6)
+                        if cut_by_wall and isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+                            raise self._cut_by_wall(p, messages, attempt, latency) from exc
+                        error = self._error_text(exc)
+                        self._learn_context(error)
+                        if is_transient(exc):
+                            self._hold_back()
+                        final = not (
+                            worth_retrying(exc) and retry_attempt.retry_state.attempt_number < n_tries
+                        )
+                        self.log.write(
+                            "call",
+                            **self._line(
+                                p,
+                                attempt=attempt,
+                                latency_s=latency,
+                                tokens=None,
+                                cache_hit=False,
+                                valid=None,
+                                failed=final,
+                                fallback=final,
+                                error=error,
+                            ),
+                            prompt=_prompt_data(messages),
+                        )
+                        if final:
+                            self._announce(p, "call failed", error)
+                            raise _CallFailed(error) from exc
+                        raise
+                    self._timeouts_in_a_row = 0
+                    return _CallResult(raw, round(time.perf_counter() - started, 6), tokens)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _hold_back(self) -> None:
