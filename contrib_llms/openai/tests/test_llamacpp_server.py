@@ -32,6 +32,9 @@ N_CTX = 2048  # llama_cpp.server's default context, which ULTRA's longest prompt
 #: evaluates prompt tokens slowly: a 1,800-token chunk takes minutes on a busy 2-core machine).
 CONTEXT = int(os.environ.get("GUIDEDRL_REAL_SERVER_CONTEXT", "1024"))
 MAX_CALLS = int(os.environ.get("GUIDEDRL_REAL_SERVER_CALLS", "10"))
+#: One thread: on a busy machine two llama.cpp threads wait on each other (1,213 prompt tokens took
+#: 49 s with two threads, 19 s with one, on the shared 2-core development machine).
+THREADS = os.environ.get("GUIDEDRL_REAL_SERVER_THREADS", "1")
 
 
 def _free_port() -> int:
@@ -63,7 +66,7 @@ def llama_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "gemma3-270m",
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(N_CTX), "--n_threads", "2"],
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(N_CTX), "--n_threads", THREADS, "--n_threads_batch", THREADS],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
