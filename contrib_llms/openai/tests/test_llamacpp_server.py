@@ -66,7 +66,8 @@ def llama_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "gemma3-270m",
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(N_CTX), "--n_threads", THREADS, "--n_threads_batch", THREADS],
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(N_CTX), "--n_threads", THREADS, "--n_threads_batch", THREADS,
+             "--logits_all", "false"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
