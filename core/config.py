@@ -181,7 +181,10 @@ class LLMConfig:
     max_wall_s: float | None = None
     """Seconds spent waiting on the LLM per run before guidance stops."""
     timeout_s: float = attrs.field(default=30.0, validator=_pos)
-    """Per-call timeout."""
+    """Per-call timeout; the request is cancelled when it passes (it also governs the HTTP client)."""
+    context_tokens: int | None = attrs.field(default=None, validator=attrs.validators.optional(_pos))
+    """The model's context window in tokens: prompts are fitted to it (trajectories chunked, too-long
+    prompts reported and not sent). Unset: asked of the backend where it can say (llama.cpp, vLLM)."""
     retries: int = attrs.field(default=2, validator=_nonneg)
     """Re-asks after an invalid answer (the validation error is fed back)."""
     transient_retries: int = attrs.field(default=3, validator=_nonneg)

@@ -18,12 +18,15 @@ messages of this attempt) and ``answer`` (the raw text). Each line is flushed wh
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
 from typing import IO, Any
 
 LOG_NAME = "llm_calls.jsonl"
+#: Characters of a raw answer kept in the log (``log = "full"``); the rest is cut and counted.
+MAX_LOGGED_ANSWER = 16_384
 
 
 class CallLog:
@@ -35,7 +38,8 @@ class CallLog:
         self._file: IO[str] | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
+            # backslashreplace: a lone surrogate that slipped through is written as its JSON escape
+            self._file = self.path.open("a", encoding="utf-8", errors="backslashreplace")
         self._lock = threading.Lock()
         self.calls = 0
         self.cache_hits = 0
@@ -51,7 +55,10 @@ class CallLog:
             if prompt is not None:
                 line["prompt"] = prompt
             if answer is not None:
+                if len(answer) > MAX_LOGGED_ANSWER:  # a hostile server cannot bloat the log
+                    answer = f"{answer[:MAX_LOGGED_ANSWER]}... [{len(answer)} characters in all]"
                 line["answer"] = answer
+        text = _dumps(line)
         with self._lock:
             self.calls += event == "call"
             self.cache_hits += event == "cache_hit"
@@ -60,7 +67,7 @@ class CallLog:
             self.fallbacks += bool(fields.get("fallback"))
             self.tokens += int(fields.get("tokens") or 0)
             if self._file is not None:
-                self._file.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+                self._file.write(text + "\n")
                 self._file.flush()
 
     def close(self) -> None:
@@ -68,6 +75,32 @@ class CallLog:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+_LINE_ENDS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def _dumps(line: dict[str, Any]) -> str:
+    """One JSON line that no text can break: strict JSON (NaN/inf as strings), any object as its
+    ``str``, and, should that still fail, the line without its prompt and answer."""
+    try:
+        text = json.dumps(_finite(line), ensure_ascii=False, default=str, allow_nan=False)
+        # characters other readers take for line ends (str.splitlines, JavaScript) stay escaped
+        return text.translate(_LINE_ENDS)
+    except (TypeError, ValueError, RecursionError) as exc:
+        slim = {k: v for k, v in line.items() if k not in ("prompt", "answer")}
+        slim["log_error"] = f"prompt/answer left out: {type(exc).__name__}"
+        return json.dumps(slim, ensure_ascii=True, default=repr)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def summarize_log(path: str | Path) -> dict[str, int]:

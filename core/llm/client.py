@@ -14,6 +14,9 @@ import concurrent.futures
 import hashlib
 import itertools
 import json
+import logging
+import math
+import re
 import threading
 import time
 import weakref
@@ -28,6 +31,7 @@ from guidedrl.config import LLMConfig
 from guidedrl.llm import prompts
 from guidedrl.llm.cache import ResponseCache, cache_key
 from guidedrl.llm.calllog import CallLog
+from guidedrl.llm.safety import clean_text, load_answer_json, redact, secrets_of
 from guidedrl.llm.questions import (
     Answer,
     CriticalStatesAnswer,
@@ -42,11 +46,17 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.output_parsers import PydanticOutputParser
 from langchain_core.outputs import Generation
-from langchain_core.utils.json import parse_json_markdown
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 #: Errors that mean "the LLM answered, but not usably": the answer is re-asked, then falls back.
+#: Parsing and validation catch every ``Exception`` (an answer must never stop training); these are
+#: the expected ones, the others are logged with their type name so that a validator's bug shows.
 INVALID_ERRORS = (OutputParserException, ValueError, TypeError, KeyError, IndexError)
+
+logger = logging.getLogger("guidedrl.llm")
+
+#: Failures and fallbacks announced on the console (with their reason) before the rest are only counted.
+ANNOUNCED_FAILURES = 3
 
 _TRANSIENT_NAMES = {
     "APIConnectionError",
@@ -72,15 +82,12 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class StrictPydanticOutputParser(PydanticOutputParser):
-    """LangChain's parser, but truncated JSON is an error (its default silently completes it)."""
+    """LangChain's parser, but truncated JSON is an error (its default silently completes it), size
+    and nesting depth are bounded before parsing, NaN/Infinity are rejected and strings are made
+    surrogate-free (:func:`guidedrl.llm.safety.load_answer_json`)."""
 
     def parse_result(self, result: list[Generation], *, partial: bool = False) -> Any:
-        text = result[0].text.strip()
-        try:
-            obj = parse_json_markdown(text, parser=json.loads)
-        except json.JSONDecodeError as exc:
-            raise OutputParserException(f"not valid JSON ({exc}): {text[:200]!r}", llm_output=text) from exc
-        return self._parse_obj(obj)
+        return self._parse_obj(load_answer_json(clean_text(result[0].text)))
 
 
 class _BudgetSpent(Exception):
@@ -98,6 +105,8 @@ class _Prepared:
     prompt_sha256: str
     parser: StrictPydanticOutputParser
     json_schema: dict[str, Any]
+    too_long: str | None = None
+    """Why the prompt is not sent (it does not fit the model's context), or ``None``."""
 
 
 class LLMClient:
@@ -145,6 +154,12 @@ class LLMClient:
         self._waiting_since = 0.0
         self._wall_lock = threading.Lock()
         self._closed = False
+        self._secrets = secrets_of(model)
+        self._announced = 0
+        self._first_error: str | None = None
+        self._timeouts_in_a_row = 0  # shared backoff: a slow server is not hit by a retry storm
+        self._backoff_until = 0.0
+        self._context: int | None | bool = config.context_tokens or False  # False: not asked yet
         # Own event loop in a daemon thread: callable from any sync code, repeatedly; async
         # clients (httpx) stay bound to one loop for the client's life.
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -276,24 +291,20 @@ class LLMClient:
         if length == 0:
             return []
         steps = self._trajectory(episode)
-        starts = [0]
-        while starts[-1] + chunk_len < length:
-            starts.append(starts[-1] + chunk_len - overlap)
-        questions = []
-        for start in starts:
-            stop = min(start + chunk_len, length)
+
+        def chunk(start: int, stop: int) -> Question:
             end = ("terminated" if episode.terminated else "truncated") if stop == length else "continues"
-            questions.append(
-                self._trajectory_question(
-                    "critical_states",
-                    steps[start:stop],
-                    CriticalStatesAnswer,
-                    validator=_critical_validator(stop - start),
-                    payload_extra={"max_states": max_states, "end": end},
-                    extra=f"Give at most {max_states} steps.",
-                    template=template,
-                )
+            return self._trajectory_question(
+                "critical_states",
+                steps[start:stop],
+                CriticalStatesAnswer,
+                validator=_critical_validator(stop - start),
+                payload_extra={"max_states": max_states, "end": end},
+                extra=f"Give at most {max_states} steps.",
+                template=template,
             )
+
+        starts, questions = self._fitting_chunks(length, chunk_len, overlap, chunk)
         answers = self.ask_many(questions)
         if not any(a.ok for a in answers):
             return None
@@ -352,28 +363,33 @@ class LLMClient:
         if keys[0] < 0 or keys[-1] >= len(episode):
             raise ValueError(f"key_steps must index the episode (0..{len(episode) - 1}), got {keys}")
 
-        def validator(answer: RewardCritiqueAnswer) -> dict[int, float]:
-            got = {item.t: item.level for item in answer.rewards}
-            missing, extra = sorted(set(keys) - set(got)), sorted(set(got) - set(keys))
-            if missing or extra:
-                raise ValueError(
-                    "answer exactly the key steps "
-                    + str(keys)
-                    + (f"; missing {missing}" if missing else "")
-                    + (f"; not key steps: {extra}" if extra else "")
-                )
-            return {t: float(got[t]) * k for t in keys}
+        steps = self._trajectory(episode)
+        length = len(episode)
 
-        question = self._trajectory_question(
-            "reward_critique",
-            self._trajectory(episode),
-            RewardCritiqueAnswer,
-            validator=validator,
-            payload_extra={"key_steps": keys, "end": "terminated" if episode.terminated else "truncated"},
-            extra=f"Key steps: {keys}.",
-            template=template,
-        )
-        return self.ask(question).value
+        def chunk(start: int, stop: int) -> Question | None:
+            local = [t - start for t in keys if start <= t < stop]
+            if not local:
+                return None
+            end = ("terminated" if episode.terminated else "truncated") if stop == length else "continues"
+            return self._trajectory_question(
+                "reward_critique",
+                steps[start:stop],
+                RewardCritiqueAnswer,
+                validator=_critique_validator(local, start, k),
+                payload_extra={"key_steps": local, "end": end},
+                extra=f"Key steps: {local}.",
+                template=template,
+            )
+
+        # the whole episode in one question when it fits the context, else chunks holding key steps
+        starts, questions = self._fitting_chunks(length, length, 0, chunk)
+        answers = self.ask_many([q for q in questions if q is not None])
+        if not all(a.ok for a in answers):
+            return None
+        out: dict[int, float] = {}
+        for answer in answers:
+            out.update(answer.value)
+        return dict(sorted(out.items()))
 
     def action_question(
         self,
@@ -391,13 +407,28 @@ class LLMClient:
         desc = self.adapter.describe(obs, info)
         payload: dict[str, Any] = {"state": desc.state}
         extra = []
+        bad_words, bad_parsed = "", None
         if bad_action is not None:
             bad = vocab.to_json(bad_action)
             payload["bad_action"] = bad
+            bad_words = _action_words(vocab, bad)
+            try:
+                bad_parsed = vocab.parse(bad)
+            except Exception:  # noqa: BLE001 - a bad action the vocabulary cannot read is never matched
+                bad_parsed = None
             extra.append(
-                f"The action {_action_words(vocab, bad)} (`bad_action`) was judged sub-optimal in this "
-                "state. Say in `reason` why it is bad, then choose a better action."
+                f"The action {bad_words} (`bad_action`) was judged sub-optimal in this "
+                "state. Say in `reason` why it is bad, then choose a different, better action."
             )
+
+        def validator(answer: Any) -> Any:
+            action = vocab.parse(answer.action)
+            if bad_parsed is not None and np.array_equal(np.asarray(action), np.asarray(bad_parsed)):
+                raise ValueError(
+                    f"{bad_words} is the action judged sub-optimal (`bad_action`); choose a different action"
+                )
+            return action
+
         if history:
             extra.append(f"Recent history:\n{history}")
         return Question(
@@ -405,7 +436,7 @@ class LLMClient:
             payload=payload,
             description=desc.text,
             schema=self._action_schema,
-            validator=lambda a: vocab.parse(a.action),
+            validator=validator,
             extra="\n".join(extra),
             template=template,
         )
@@ -429,6 +460,7 @@ class LLMClient:
             "llm_tokens": self.log.tokens,
             "llm_wall_s": round(self._wall_now(), 4),
             "llm_budget_exhausted": dict(self._exhausted) if self._exhausted else None,
+            "llm_first_error": self._first_error,
         }
 
     def close(self) -> None:
@@ -505,7 +537,90 @@ class LLMClient:
             self._parsers[schema] = (parser, parser.get_format_instructions(), schema.model_json_schema())
         return self._parsers[schema]
 
-    def _prepare(self, question: Question) -> _Prepared:
+    # -- fitting the context -------------------------------------------------------------------
+    def context_tokens(self) -> int | None:
+        """The model's context window in tokens: ``llm.context_tokens``, else what the backend says
+        (``model.context_window()``, asked once), else what a context error of the server said, else
+        ``None`` (unknown: prompts are sent as they are)."""
+        if self._context is False:
+            self._context = _model_context(self.model)
+        return self._context or None
+
+    def _answer_reserve(self) -> int:
+        value = getattr(self.model, "max_tokens", None)
+        return int(value) if isinstance(value, int) and value > 0 else 512
+
+    def prompt_tokens(self, messages: Sequence[BaseMessage]) -> int:
+        """Tokens of ``messages`` as the backend will see them: ``model.count_prompt_tokens(messages)``
+        where the backend can count, else :func:`estimate_tokens`."""
+        count = getattr(self.model, "count_prompt_tokens", None)
+        if callable(count):
+            try:
+                return int(count(messages))
+            except Exception:  # noqa: BLE001 - fall back to the estimate
+                pass
+        return estimate_tokens(messages)
+
+    def _too_long(self, messages: Sequence[BaseMessage]) -> str | None:
+        """Why ``messages`` cannot be sent (they do not fit the context), or ``None``."""
+        context = self.context_tokens()
+        if context is None:
+            return None
+        reserve = min(self._answer_reserve(), context // 2)
+        tokens = self.prompt_tokens(messages)
+        if tokens + reserve <= context:
+            return None
+        return (
+            f"prompt too long: about {tokens} tokens, but the model's context is {context} tokens "
+            f"({reserve} kept for the answer). Give the model a longer context (llama.cpp server "
+            "--n_ctx, vLLM --max-model-len, Ollama num_ctx) and set llm.context_tokens to it, or "
+            "shorten the prompt (a shorter template; fewer steps per chunk)"
+        )
+
+    def _fitting_chunks(
+        self,
+        length: int,
+        chunk_len: int,
+        overlap: int,
+        build: Callable[[int, int], Question | None],
+    ) -> tuple[list[int], list[Question | None]]:
+        """Chunk starts and questions over ``length`` steps, ``chunk_len`` steps each overlapping by
+        ``overlap``; the chunks are halved until every prompt fits the model's context (a chunk of
+        one step that still does not fit is sent to :meth:`ask_many`, which reports it)."""
+        chunk_len = max(1, min(chunk_len, length))
+        while True:
+            starts = [0]
+            while starts[-1] + chunk_len < length:
+                starts.append(starts[-1] + chunk_len - overlap)
+            questions = [build(start, min(start + chunk_len, length)) for start in starts]
+            if chunk_len == 1 or self.context_tokens() is None:
+                return starts, questions
+            if all(q is None or self._too_long(self._render(q)[0]) is None for q in questions):
+                return starts, questions
+            chunk_len = max(1, chunk_len // 2)
+            overlap = min(overlap, chunk_len // 5)
+
+    def _learn_context(self, error: str) -> None:
+        """A server that says its context size in an error teaches it to the later questions."""
+        match = _CONTEXT_IN_ERROR.search(error)
+        if match is None:
+            return
+        context = int(match.group(1))
+        known = self.context_tokens()
+        if known is None or context < known:
+            self._context = context
+            logger.warning(
+                "LLM %s: the server says its context is %d tokens; later prompts are fitted to it "
+                "(set llm.context_tokens = %d to start with it).",
+                self.label,
+                context,
+                context,
+            )
+
+    # -- rendering and asking ------------------------------------------------------------------
+    def _render(
+        self, question: Question
+    ) -> tuple[list[BaseMessage], StrictPydanticOutputParser, dict[str, Any]]:
         template = question.template or self.templates.get(question.kind)
         if template is None:
             raise ValueError(
@@ -528,6 +643,10 @@ class LLMClient:
             format_instructions=instructions,
             extra=question.extra,
         )
+        return messages, parser, json_schema
+
+    def _prepare(self, question: Question) -> _Prepared:
+        messages, parser, json_schema = self._render(question)
         prompt = _prompt_data(messages)
         number = next(self._numbers)
         self._questions = max(self._questions, number)
@@ -536,9 +655,12 @@ class LLMClient:
             question=question,
             messages=messages,
             key=cache_key(backend=self.label, model=self.model_name, params=self._params, prompt=prompt),
-            prompt_sha256=hashlib.sha256(json.dumps(prompt, ensure_ascii=False).encode()).hexdigest(),
+            prompt_sha256=hashlib.sha256(
+                json.dumps(prompt, ensure_ascii=False).encode("utf-8", "surrogatepass")
+            ).hexdigest(),
             parser=parser,
             json_schema=json_schema,
+            too_long=self._too_long(messages),
         )
 
     async def _ask_all(self, prepared: list[_Prepared]) -> list[Answer]:
@@ -558,19 +680,40 @@ class LLMClient:
         parsed = p.parser.parse(raw)
         return p.question.validator(parsed) if p.question.validator is not None else parsed
 
+    def _error_text(self, exc: BaseException) -> str:
+        """An exception as one loggable line: surrogate-free, secrets redacted, at most 500 characters."""
+        return _short(exc, secrets=self._secrets)
+
+    def _announce(self, p: _Prepared, what: str, error: str) -> None:
+        """The first failures and fallbacks of a run, with their reason, on the console."""
+        if self._first_error is None:
+            self._first_error = error
+        if self._announced >= ANNOUNCED_FAILURES:
+            return
+        self._announced += 1
+        more = (
+            "; later ones are only counted (summary.json llm_failures/llm_fallbacks, reasons in "
+            "llm_calls.jsonl)"
+            if self._announced == ANNOUNCED_FAILURES
+            else ""
+        )
+        line = " ".join(error.split())
+        line = line if len(line) <= 300 else line[:297] + "..."
+        logger.warning("LLM %s (%s, %s question): %s%s", what, self.label, p.question.kind, line, more)
+
     async def _ask_one(self, p: _Prepared) -> Answer:
         question = p.question
         reason = self._check_budget()
         if reason is not None:
-            return self._skip(p, attempt=0, reason=reason)
+            return self._skip(p, attempt=0, error=f"budget exhausted: {reason['reason']}")
         if self.cache.readable:
             started = time.perf_counter()
             raw = self.cache.get(p.key)
             if raw is not None:
                 try:
                     value = self._validate(p, raw)
-                except INVALID_ERRORS:
-                    pass  # a stale entry (e.g. the adapter's vocabulary changed): ask again
+                except Exception:  # noqa: BLE001 - a stale entry (e.g. a changed vocabulary): ask again
+                    pass
                 else:
                     latency = round(time.perf_counter() - started, 6)
                     self.log.write(
@@ -589,6 +732,9 @@ class LLMClient:
                         answer=raw,
                     )
                     return Answer(value=value, ok=True, cached=True, raw=raw)
+        if p.too_long is not None:
+            self._announce(p, "question not asked", p.too_long)
+            return self._skip(p, attempt=0, error=p.too_long)
         messages = list(p.messages)
         calls = [0]  # backend calls made for this question (transient retries included)
         raw = None
@@ -597,7 +743,8 @@ class LLMClient:
             try:
                 result = await self._call(p, messages, attempt, calls)
             except _BudgetSpent as exc:
-                return self._skip(p, attempt=attempt, reason=exc.args[0], raw=raw, attempts=calls[0])
+                error = f"budget exhausted: {exc.args[0]['reason']}"
+                return self._skip(p, attempt=attempt, error=error, raw=raw, attempts=calls[0])
             except _CallFailed as exc:
                 return Answer(
                     value=question.fallback,
@@ -629,11 +776,12 @@ class LLMClient:
 
             try:
                 value = self._validate(p, raw)
-            except INVALID_ERRORS as exc:
-                error = _short(exc)
+            except Exception as exc:  # noqa: BLE001 - no answer may stop training: every error is invalid
+                error = self._error_text(exc)
                 final = attempt == last_attempt
                 log_call(valid=False, fallback=final, error=error)
                 if final:
+                    self._announce(p, "answer invalid after re-asking", error)
                     return Answer(
                         value=question.fallback,
                         ok=False,
@@ -655,7 +803,11 @@ class LLMClient:
         self, p: _Prepared, messages: list[BaseMessage], attempt: int, calls: list[int]
     ) -> _CallResult:
         """One answer from the backend, retrying transient errors with exponential backoff (tenacity).
-        Every errored call is logged here; the caller logs the call that returned text."""
+        Every errored call is logged here; the caller logs the call that returned text.
+
+        A timeout or transient error also holds back every later call of the client for a while
+        (``backoff_s``, doubling with each round of such errors in a row, at most 30 s), so that the
+        next questions do not pile onto a slow server; a call that answers resets it."""
         n_tries = self.config.transient_retries + 1
 
         def worth_retrying(exc: BaseException) -> bool:
@@ -671,50 +823,100 @@ class LLMClient:
         )
         async for retry_attempt in retrying:
             with retry_attempt:
-                reason = self._check_budget()
-                if reason is not None:
-                    raise _BudgetSpent(reason)
-                self._calls_started += 1
-                calls[0] += 1
-                started = time.perf_counter()
-                try:
-                    async with self._semaphore:
-                        started = time.perf_counter()
-                        message = await asyncio.wait_for(
-                            self._invoke(p, messages), timeout=self._call_timeout()
+                # a call counts against max_calls when it gets a slot, not while it waits for one
+                async with self._semaphore:
+                    hold = self._backoff_until - time.monotonic()
+                    if hold > 0:
+                        await asyncio.sleep(hold)
+                    reason = self._check_budget()
+                    if reason is not None:
+                        raise _BudgetSpent(reason)
+                    self._calls_started += 1
+                    calls[0] += 1
+                    started = time.perf_counter()
+                    timeout, cut_by_wall = self._call_timeout()
+                    try:
+                        message = await asyncio.wait_for(self._invoke(p, messages), timeout=timeout)
+                        raw, tokens = clean_text(message.text), _tokens(message)
+                    except Exception as exc:
+                        latency = round(time.perf_counter() - started, 6)
+                        if cut_by_wall and isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+                            raise self._cut_by_wall(p, messages, attempt, latency) from exc
+                        error = self._error_text(exc)
+                        self._learn_context(error)
+                        if is_transient(exc):
+                            self._hold_back()
+                        final = not (
+                            worth_retrying(exc) and retry_attempt.retry_state.attempt_number < n_tries
                         )
-                except Exception as exc:
-                    latency = round(time.perf_counter() - started, 6)
-                    final = not (worth_retrying(exc) and retry_attempt.retry_state.attempt_number < n_tries)
-                    self.log.write(
-                        "call",
-                        **self._line(
-                            p,
-                            attempt=attempt,
-                            latency_s=latency,
-                            tokens=None,
-                            cache_hit=False,
-                            valid=None,
-                            failed=final,
-                            fallback=final,
-                            error=_short(exc),
-                        ),
-                        prompt=_prompt_data(messages),
-                    )
-                    if final:
-                        raise _CallFailed(_short(exc)) from exc
-                    raise
-                return _CallResult(message.text, round(time.perf_counter() - started, 6), _tokens(message))
+                        self.log.write(
+                            "call",
+                            **self._line(
+                                p,
+                                attempt=attempt,
+                                latency_s=latency,
+                                tokens=None,
+                                cache_hit=False,
+                                valid=None,
+                                failed=final,
+                                fallback=final,
+                                error=error,
+                            ),
+                            prompt=_prompt_data(messages),
+                        )
+                        if final:
+                            self._announce(p, "call failed", error)
+                            raise _CallFailed(error) from exc
+                        raise
+                    self._timeouts_in_a_row = 0
+                    return _CallResult(raw, round(time.perf_counter() - started, 6), tokens)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _hold_back(self) -> None:
+        """Start a hold-back window after a timeout or transient error; errors of calls that were in
+        flight together count once, so the window doubles per round of errors, not per call."""
+        now = time.monotonic()
+        if now < self._backoff_until:
+            return
+        self._timeouts_in_a_row += 1
+        wait = min(self.config.backoff_s * 2 ** (self._timeouts_in_a_row - 1), 30.0)
+        self._backoff_until = now + wait
+
+    def _cut_by_wall(
+        self, p: _Prepared, messages: list[BaseMessage], attempt: int, latency: float
+    ) -> _CallFailed:
+        """A call cut because ``max_wall_s`` ran out: a budget stop, logged as one (not a timeout)."""
+        if self._exhausted is None:
+            self._exhausted = {
+                "reason": "max_wall_s",
+                "limit": self.config.max_wall_s,
+                "at_call": self._calls_started,
+            }
+        error = "budget exhausted: max_wall_s (the call in flight was cut)"
+        self.log.write(
+            "call",
+            **self._line(
+                p,
+                attempt=attempt,
+                latency_s=latency,
+                tokens=None,
+                cache_hit=False,
+                valid=None,
+                failed=False,
+                fallback=True,
+                error=error,
+            ),
+            prompt=_prompt_data(messages),
+        )
+        return _CallFailed(error)
 
     async def _invoke(self, p: _Prepared, messages: list[BaseMessage]) -> AIMessage:
         kwargs = {"json_schema": p.json_schema} if self._accepts_schema else {}
         return await self.model.ainvoke(messages, **kwargs)
 
     def _skip(
-        self, p: _Prepared, *, attempt: int, reason: dict[str, Any], raw: str | None = None, attempts: int = 0
+        self, p: _Prepared, *, attempt: int, error: str, raw: str | None = None, attempts: int = 0
     ) -> Answer:
-        error = f"budget exhausted: {reason['reason']}"
         self.log.write(
             "skipped",
             **self._line(
@@ -748,11 +950,14 @@ class LLMClient:
             self._exhausted = {"reason": reason[0], "limit": reason[1], "at_call": self._calls_started}
         return self._exhausted
 
-    def _call_timeout(self) -> float:
+    def _call_timeout(self) -> tuple[float, bool]:
+        """The timeout of the next call, and whether it is cut short by what is left of ``max_wall_s``."""
         timeout = self.config.timeout_s
         if self.config.max_wall_s is not None:
-            timeout = min(timeout, max(self.config.max_wall_s - self._wall_now(), 1e-3))
-        return timeout
+            left = max(self.config.max_wall_s - self._wall_now(), 1e-3)
+            if left < timeout:
+                return left, True
+        return timeout, False
 
     def _start_waiting(self) -> None:
         with self._wall_lock:
@@ -829,27 +1034,87 @@ def _critical_validator(n: int) -> Callable[[CriticalStatesAnswer], list[dict[st
     return validate
 
 
+def _critique_validator(
+    local: list[int], start: int, k: float
+) -> Callable[[RewardCritiqueAnswer], dict[int, float]]:
+    def validate(answer: RewardCritiqueAnswer) -> dict[int, float]:
+        got = {item.t: item.level for item in answer.rewards}
+        missing, extra = sorted(set(local) - set(got)), sorted(set(got) - set(local))
+        if missing or extra:
+            raise ValueError(
+                "answer exactly the key steps "
+                + str(local)
+                + (f"; missing {missing}" if missing else "")
+                + (f"; not key steps: {extra}" if extra else "")
+            )
+        return {start + t: float(got[t]) * k for t in local}
+
+    return validate
+
+
+_DIGITS = re.compile(r"\d")
+_CONTEXT_IN_ERROR = re.compile(
+    r"(?i)(?:context window of|maximum context length is|context size of|n_ctx(?:_slot)?\W+)\s*(\d{3,7})"
+)
+
+
+def estimate_tokens(messages: Sequence[BaseMessage]) -> int:
+    """A generous token count of ``messages`` for tokenizers we cannot run: every digit one token
+    (Gemma, Llama 3 and others split numbers into digits), other text 3 characters a token."""
+    total = 0
+    for message in messages:
+        text = message.text
+        digits = len(_DIGITS.findall(text))
+        total += digits + math.ceil((len(text) - digits) / 3) + 8
+    return total
+
+
+def _model_context(model: Any) -> int | None:
+    """The model's context window if it can say (``context_window()``), else ``None``."""
+    ask = getattr(model, "context_window", None)
+    if not callable(ask):
+        return None
+    try:
+        value = ask()
+    except Exception:  # noqa: BLE001 - a server that cannot say is a server of unknown context
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def _prompt_data(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     return [{"role": m.type, "content": m.text} for m in messages]
 
 
 def _tokens(message: AIMessage) -> int | None:
+    """Total tokens the backend reports, or ``None``; a count that is not a whole number
+    ``0 <= n < 10**9`` (a hostile or broken server) counts as unreported."""
     usage = getattr(message, "usage_metadata", None)
-    if usage and usage.get("total_tokens") is not None:
-        return int(usage["total_tokens"])
-    token_usage = (message.response_metadata or {}).get("token_usage") or {}
-    total = token_usage.get("total_tokens")
-    return int(total) if total is not None else None
+    total = usage.get("total_tokens") if isinstance(usage, Mapping) else None
+    if total is None:
+        metadata = getattr(message, "response_metadata", None)
+        token_usage = metadata.get("token_usage") if isinstance(metadata, Mapping) else None
+        total = token_usage.get("total_tokens") if isinstance(token_usage, Mapping) else None
+    if isinstance(total, bool) or not isinstance(total, (int, float)):
+        return None
+    if not math.isfinite(total) or total < 0 or total >= 1e9 or total != int(total):
+        return None
+    return int(total)
 
 
-def _short(exc: BaseException, limit: int = 500) -> str:
+def _short(exc: BaseException, limit: int = 500, secrets: Sequence[str] = ()) -> str:
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose text cannot be built
+        message = "(no message)"
+    message = message.split("\nFor troubleshooting, visit:", 1)[0]  # LangChain's link, on every parse error
     text = (
-        f"{type(exc).__name__}: {exc}"
+        f"{type(exc).__name__}: {message}"
         if not isinstance(exc, (ValueError, OutputParserException))
-        else str(exc)
+        else message
     )
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not str(exc):
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not message:
         text = "TimeoutError: the call took longer than llm.timeout_s"
+    text = redact(clean_text(text), secrets)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

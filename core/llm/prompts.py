@@ -16,6 +16,7 @@ The system message is ``templates["system"]``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -142,6 +143,14 @@ def state_block(kind: str, env_id: str, payload: Mapping[str, Any]) -> str:
     return json.dumps({"question": kind, "env": env_id, **payload}, sort_keys=False, default=_to_jsonable)
 
 
+@functools.lru_cache(maxsize=64)
+def _chat_template(template: str) -> ChatPromptTemplate:
+    """The parsed template (parsing it is most of the cost of rendering a question)."""
+    return ChatPromptTemplate.from_messages(
+        [("system", "{system}"), ("human", template)], template_format="f-string"
+    )
+
+
 def render(
     *,
     system: str,
@@ -154,10 +163,7 @@ def render(
     extra: str = "",
 ) -> list[BaseMessage]:
     """The system and human messages of a question."""
-    prompt = ChatPromptTemplate.from_messages(
-        [("system", "{system}"), ("human", template)], template_format="f-string"
-    )
-    return prompt.format_messages(
+    return _chat_template(template).format_messages(
         system=system,
         task=task,
         description=description,

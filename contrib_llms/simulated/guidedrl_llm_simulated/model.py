@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,20 +14,32 @@ import pydantic
 from guidedrl.envs.base import _to_jsonable
 from guidedrl.errors import ConfigError
 from guidedrl.llm.options import check_options
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import Field
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, SecretStr
 
 OPTIONS = ("error_rate", "invalid_rate", "latency_ms", "seed")
+
+#: The reply to a prompt that is not a guidedrl question (no ```json block with a "question" key).
+NOT_A_QUESTION = (
+    "I am guidedrl's simulated LLM: I answer only guidedrl questions, which carry the exact state in a "
+    '```json block with a "question" key.'
+)
+_CHUNK_CHARS = 16
 
 
 class SimulatedChatModel(BaseChatModel):
     """Answers guidedrl questions from ``adapter.expert``.
 
     The answer to a prompt is deterministic given ``seed`` and the prompt (the random draws are
-    seeded by both), so concurrent and repeated runs agree.
+    seeded by both), so concurrent and repeated runs agree. A prompt that is not a guidedrl question
+    gets :data:`NOT_A_QUESTION`. LangChain's standard parameters are honoured (``stop``,
+    ``max_tokens``, ``timeout``, ``streaming``) or checked (``temperature`` must be 0: the answers are
+    deterministic); unknown arguments are rejected.
     """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     adapter: Any = Field(exclude=True)
     """The env adapter whose ``expert`` answers (and whose ``vocabulary`` samples wrong actions)."""
@@ -38,7 +50,22 @@ class SimulatedChatModel(BaseChatModel):
     latency_ms: float = Field(default=0.0, ge=0.0)
     """Simulated latency per call (real ``asyncio.sleep``/``time.sleep``)."""
     seed: int = 0
-    model_name: str = "simulated"
+    model_name: str = Field(default="simulated", alias="model")
+    temperature: float = Field(default=0.0, ge=0.0, le=0.0)
+    """Only 0: the simulated expert is deterministic (use ``error_rate`` for wrong answers)."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """Answers are cut to this many tokens (4 characters a token), like a real model's limit."""
+    timeout: float | None = Field(default=None, gt=0.0)
+    """A call whose ``latency_ms`` exceeds this raises ``TimeoutError`` after ``timeout`` seconds."""
+    stop: list[str] | None = None
+    """Default stop sequences: the answer is cut before the first one (per-call ``stop`` wins)."""
+    max_retries: int = Field(default=0, ge=0)
+    """Accepted as LangChain's standard parameter; the simulated backend never fails transiently,
+    so there is nothing to retry."""
+    api_key: SecretStr | None = Field(default=None, exclude=True)
+    """Accepted as LangChain's standard parameter and never used (no service is called)."""
+    streaming: bool = False
+    """``invoke`` streams (LangChain's standard parameter); the answer is the same."""
 
     @property
     def _llm_type(self) -> str:
@@ -52,7 +79,30 @@ class SimulatedChatModel(BaseChatModel):
             "error_rate": self.error_rate,
             "invalid_rate": self.invalid_rate,
             "seed": self.seed,
+            **({"max_tokens": self.max_tokens} if self.max_tokens is not None else {}),
+            **({"stop": self.stop} if self.stop else {}),
         }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "guidedrl-simulated"
+        params["ls_model_name"] = kwargs.get("model") or self.model_name
+        params["ls_temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["ls_max_tokens"] = self.max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = list(stop or self.stop or [])
+        return params
+
+    def _delay(self) -> tuple[float, bool]:
+        """Seconds to wait, and whether the call then times out."""
+        delay = self.latency_ms / 1000
+        if self.timeout is not None and delay > self.timeout:
+            return self.timeout, True
+        return delay, False
+
+    def _timed_out(self) -> TimeoutError:
+        return TimeoutError(f"simulated latency {self.latency_ms:g} ms exceeds timeout {self.timeout:g} s")
 
     def _generate(
         self,
@@ -61,9 +111,12 @@ class SimulatedChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.latency_ms:
-            time.sleep(self.latency_ms / 1000)
-        return self._answer(messages)
+        delay, timed_out = self._delay()
+        if delay:
+            time.sleep(delay)
+        if timed_out:
+            raise self._timed_out()
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, stop))])
 
     async def _agenerate(
         self,
@@ -72,14 +125,70 @@ class SimulatedChatModel(BaseChatModel):
         run_manager: Any = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.latency_ms:
-            await asyncio.sleep(self.latency_ms / 1000)
-        return self._answer(messages)
+        delay, timed_out = self._delay()
+        if delay:
+            await asyncio.sleep(delay)
+        if timed_out:
+            raise self._timed_out()
+        return ChatResult(generations=[ChatGeneration(message=self._answer(messages, stop))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        delay, timed_out = self._delay()
+        if delay:
+            time.sleep(delay)
+        if timed_out:
+            raise self._timed_out()
+        for chunk in _chunks(self._answer(messages, stop)):
+            if run_manager is not None:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        delay, timed_out = self._delay()
+        if delay:
+            await asyncio.sleep(delay)
+        if timed_out:
+            raise self._timed_out()
+        for chunk in _chunks(self._answer(messages, stop)):
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
     # -- answering -----------------------------------------------------------------------------
-    def _answer(self, messages: list[BaseMessage]) -> ChatResult:
-        block = find_block(messages)
-        digest = hashlib.sha256("\n".join(m.text for m in messages).encode()).digest()
+    def _answer(self, messages: list[BaseMessage], stop: list[str] | None = None) -> AIMessage:
+        text = self._text(messages)
+        for sequence in stop or self.stop or []:
+            if sequence and sequence in text:
+                text = text[: text.index(sequence)]
+        if self.max_tokens is not None:
+            text = text[: 4 * self.max_tokens]
+        prompt_chars = sum(len(m.text) for m in messages)
+        usage = {"input_tokens": prompt_chars // 4, "output_tokens": len(text) // 4 + 1}
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        return AIMessage(
+            content=text,
+            usage_metadata=usage,
+            response_metadata={"model_name": self.model_name, "model_provider": "guidedrl-simulated"},
+        )
+
+    def _text(self, messages: list[BaseMessage]) -> str:
+        try:
+            block = find_block(messages)
+        except ValueError:
+            return NOT_A_QUESTION
+        digest = hashlib.sha256("\n".join(m.text for m in messages).encode("utf-8", "replace")).digest()
         rng = np.random.default_rng([self.seed, int.from_bytes(digest[:8], "little")])
         kind = block["question"]
         expert = self.adapter.expert
@@ -89,17 +198,28 @@ class SimulatedChatModel(BaseChatModel):
                 f"the simulated backend cannot answer question kind {kind!r}; it answers {sorted(_ANSWERS)}"
             )
         if rng.random() < self.invalid_rate:
-            text = _invalid(kind, block, vocab, rng)
-        else:
-            wrong = rng.random() < self.error_rate
-            text = json.dumps(_ANSWERS[kind](block, expert, vocab, rng, wrong), default=_to_jsonable)
-        prompt_chars = sum(len(m.text) for m in messages)
-        usage = {"input_tokens": prompt_chars // 4, "output_tokens": len(text) // 4 + 1}
-        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-        message = AIMessage(
-            content=text, usage_metadata=usage, response_metadata={"model_name": self.model_name}
+            return _invalid(kind, block, vocab, rng)
+        wrong = rng.random() < self.error_rate
+        return json.dumps(_ANSWERS[kind](block, expert, vocab, rng, wrong), default=_to_jsonable)
+
+
+def _chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:
+    """``message`` as stream chunks of a few characters; the last one carries the usage."""
+    text = message.text
+    pieces = [text[i : i + _CHUNK_CHARS] for i in range(0, len(text), _CHUNK_CHARS)] or [""]
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content=piece,
+                usage_metadata=message.usage_metadata if last else None,
+                response_metadata=message.response_metadata if last else {},
+                **({"chunk_position": "last"} if last and _HAS_CHUNK_POSITION else {}),
+            )
         )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+_HAS_CHUNK_POSITION = "chunk_position" in AIMessageChunk.model_fields
 
 
 def find_block(messages: Sequence[BaseMessage]) -> dict[str, Any]:
