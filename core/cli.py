@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from guidedrl import __version__
-from guidedrl.errors import GuidedRLError
+from guidedrl.errors import GuidedRLError, RunFileWarning
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -39,7 +40,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume and args.config and Path(args.config).is_dir() and "out" not in data:
         data["out"] = str(args.config)
     config = from_dict(apply_overrides(data, overrides))
-    result = train(config, resume=args.resume, progress=not args.quiet)
+    result = train(
+        config,
+        resume=args.resume,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        resume_without_config=args.resume_without_config,
+        resume_without_buffer=args.resume_without_buffer,
+    )
     s = result.summary
     print(
         f"\nrun finished: best test return {s['best_return']:.1f}, final {s['final_return']:.1f}, "
@@ -158,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--llm-log", choices=["summary", "full"], help="full: also log prompts and answers")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable), e.g. ppo.lr=3e-4")
     run.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="replace the run files already in --out (a new run)")
+    run.add_argument(
+        "--resume-without-config",
+        action="store_true",
+        help="--resume a run whose config.toml is lost, with the config given here (recorded in summary.json)",
+    )
+    run.add_argument(
+        "--resume-without-buffer",
+        action="store_true",
+        help="--resume an off-policy run whose replay buffer is lost, with an empty one (recorded in summary.json)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-plot", action="store_true", help="do not write learning_curve.png")
     run.set_defaults(func=_cmd_run)
@@ -187,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    default_show = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+        if issubclass(category, RunFileWarning):  # one line, no source location: it is about the user's files
+            print(f"guidedrl: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, *rest, **kw)
+
+    warnings.showwarning = show
     try:
         return int(args.func(args))
     except GuidedRLError as exc:
@@ -195,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("guidedrl: interrupted; the run directory keeps everything up to the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = default_show
 
 
 if __name__ == "__main__":

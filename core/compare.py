@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from guidedrl.errors import GuidedRLError
-from guidedrl.records import read_metrics
+from guidedrl.errors import GuidedRLError, RunFileError
+from guidedrl.records import read_json_file, read_metrics
 
 _IGNORED = {"seed", "out"}
 
@@ -34,10 +34,15 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
         raise GuidedRLError(f"{str(run_dir)!r} is not a finished run directory (no summary.json)")
-    config = tomllib.loads((run_dir / "config.toml").read_text()) if (run_dir / "config.toml").exists() else {}
+    config = {}
+    if (run_dir / "config.toml").exists():
+        try:
+            config = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RunFileError(f"{run_dir / 'config.toml'} is damaged ({exc}); restore it or leave this run out") from None
     return {
         "dir": run_dir,
-        "summary": json.loads(summary_path.read_text()),
+        "summary": read_json_file(summary_path, what="restore it or leave this run out of the comparison"),
         "config": config,
         "metrics": read_metrics(run_dir),
     }

@@ -8,6 +8,7 @@ A config file is TOML. Top-level keys are :class:`RunConfig` fields; tables are 
 
 from __future__ import annotations
 
+import re
 import tomllib
 import types
 import typing
@@ -49,6 +50,10 @@ class TrainConfig:
     """Stop early once the test return reaches this (``None``: train for all ``steps``)."""
     checkpoint: bool = True
     """Save ``checkpoint.pt`` after every epoch (what ``--resume`` continues from)."""
+    checkpoint_keep: int = attrs.field(default=2, validator=[attrs.validators.ge(1), attrs.validators.le(2)])
+    """Checkpoints kept (each with its replay buffer): 2 keeps the previous one as
+    ``checkpoint.prev.pt`` so that a resume falls back to it when the latest is damaged; 1 keeps only
+    the latest (half the disk; a damaged latest checkpoint then cannot be resumed)."""
     torch_threads: int = attrs.field(default=1, validator=_pos)
     """Torch CPU threads; small networks are fastest with one."""
     init_from: str | None = None
@@ -232,7 +237,51 @@ class RunConfig:
         return _drop_none(data)
 
     def save(self, path: str | Path) -> None:
+        """Write the config as TOML; refuses (before writing) a config that holds a secret."""
+        refuse_secrets(self)
         Path(path).write_text(tomli_w.dumps(self.to_dict()))
+
+
+_SECRET_KEY = re.compile(
+    r"^(.*[_.-])?(api[_-]?key|apikey|secret|client[_-]?secret|password|passwd|access[_-]?token|auth[_-]?token|"
+    r"api[_-]?token|bearer[_-]?token|authorization|token)$",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(
+    r"(\bsk-[A-Za-z0-9_-]{16,}|\bBearer\s+[A-Za-z0-9._~+/=-]{8,}|\bhf_[A-Za-z0-9]{20,}|\bgh[pousr]_[A-Za-z0-9]{20,}|\bAKIA[0-9A-Z]{16}\b)"
+)
+
+
+def find_secrets(data: Any, where: str = "") -> list[str]:
+    """Dotted names of settings that hold a secret: a string under a key named like one (``api_key``,
+    ``password``, ``authorization``, ...) or a string shaped like an API key (``sk-...``, ``Bearer ...``)."""
+    found: list[str] = []
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            name = f"{where}{key}"
+            if isinstance(value, str) and value.strip() and _SECRET_KEY.match(str(key)):
+                found.append(name)
+            else:
+                found += find_secrets(value, name + ".")
+    elif isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            found += find_secrets(value, f"{where.rstrip('.')}[{i}].")
+    elif isinstance(data, str) and _SECRET_VALUE.search(data):
+        found.append(where.rstrip("."))
+    return found
+
+
+def refuse_secrets(config: RunConfig | Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` when the config holds a secret (checked before anything is written,
+    so that no key reaches ``config.toml`` or any other file of the run directory)."""
+    data = config.to_dict() if isinstance(config, RunConfig) else config
+    found = find_secrets(data)
+    if found:
+        raise ConfigError(
+            f"{found[0]} holds a secret (an API key, token or password), and secrets never go into config files "
+            "or run directories: put it in an environment variable and name that variable instead "
+            "(e.g. llm.options.api_key_env = \"OPENAI_API_KEY\")"
+        )
 
 
 def _drop_none(value: Any) -> Any:

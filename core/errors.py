@@ -35,6 +35,16 @@ class HookError(PluginError):
         return (HookError, (self.plugin, self.hook, self.detail))
 
 
+class RunFileError(GuidedRLError):
+    """A run-directory file is missing, damaged or unsafe; the message names the file, what is
+    wrong with it and the way forward."""
+
+
+class RunFileWarning(UserWarning):
+    """Something in a run directory or cache was damaged and the run went on without it (a
+    fallback to the previous checkpoint, a cache moved aside, a torn metrics line skipped)."""
+
+
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     """' Did you mean 'a' or 'b'?' for close matches, else ''."""
     choices = list(dict.fromkeys(choices))

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from guidedrl.config import from_dict, load
 from guidedrl.errors import GuidedRLError
+from guidedrl.records import find_checkpoint
 from guidedrl.registry import make_adapter
 
 
@@ -23,12 +23,12 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
     from guidedrl.runner.vector import make_vector_env
 
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
-    if not ckpt_path.exists():
+    found = find_checkpoint(run_dir, fix="this run cannot be evaluated; train it again")
+    if found is None:
         raise GuidedRLError(f"{str(run_dir)!r} has no checkpoint.pt (was train.checkpoint off?)")
+    checkpoint = found[0]
     config = from_dict(load(run_dir / "config.toml"))
     adapter = make_adapter(config.env, **config.env_kwargs)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if getattr(adapter, "multi_agent", False):
         from guidedrl.runner.multiagent import evaluate_checkpoint
 

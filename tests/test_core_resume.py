@@ -86,7 +86,7 @@ def test_ppo_resume_after_sigkill_with_the_saved_config(guidedrl_script, tmp_pat
 
 @pytest.mark.slow
 def test_dqn_resume_after_sigkill_reloads_the_replay_buffer(guidedrl_script, tmp_path, monkeypatch):
-    from tianshou.data import VectorReplayBuffer
+    from guidedrl import records
 
     run_dir = tmp_path / "dqn"
     log = tmp_path / "first.log"
@@ -95,19 +95,19 @@ def test_dqn_resume_after_sigkill_reloads_the_replay_buffer(guidedrl_script, tmp
         ["--env", "CartPole-v1", "--algo", "dqn", "--steps", "8000", "--set", "train.epoch_steps=2000", "--out", str(run_dir)],
         log,
     )
-    _kill_after_checkpoint(proc, run_dir, log, ("checkpoint.pt", "buffer.h5"))
+    _kill_after_checkpoint(proc, run_dir, log, ("checkpoint.pt", "buffer.npz"))
     at = _checkpoint_steps(run_dir)
     kept = [r for r in read_metrics(run_dir) if r["env_steps"] <= at]
 
     loaded: list[int] = []
-    original = VectorReplayBuffer.load_hdf5.__func__
+    original = records.restore_replay_buffer
 
-    def spy(cls, path, device=None):
-        buffer = original(cls, path, device)
+    def spy(buffer, arrays, **kwargs):
+        original(buffer, arrays, **kwargs)
         loaded.append(len(buffer))
-        return buffer
 
-    monkeypatch.setattr(VectorReplayBuffer, "load_hdf5", classmethod(spy))
+    monkeypatch.setattr(records, "restore_replay_buffer", spy)
+    monkeypatch.setattr("guidedrl.runner.single.restore_replay_buffer", spy)
     # `--out DIR --resume` continues the run in DIR with its saved config
     assert main(["run", "--out", str(run_dir), "--resume", "--quiet", "--no-plot"]) == 0
     assert loaded and loaded[0] >= at, f"the replay buffer was not restored (loaded {loaded}, checkpoint at {at})"

@@ -80,9 +80,14 @@ def summarize_log(path: str | Path) -> dict[str, int]:
         "llm_fallbacks": 0,
         "llm_tokens": 0,
     }
-    with Path(path).open(encoding="utf-8") as f:
+    with Path(path).open(encoding="utf-8", errors="replace") as f:
         for raw in f:
-            line = json.loads(raw)
+            try:
+                line = json.loads(raw)
+            except json.JSONDecodeError:  # the torn last line of a killed run: the call was not logged
+                continue
+            if not isinstance(line, dict) or "event" not in line:
+                continue
             counts["llm_calls"] += line["event"] == "call"
             counts["llm_cache_hits"] += line["event"] == "cache_hit"
             counts["llm_failures"] += bool(line.get("failed"))

@@ -716,7 +716,7 @@ def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, pr
     tc = config.train
     test_seed = 10_000 + 1000 * config.seed
 
-    ckpt = recorder.load_checkpoint() if resume else None
+    ckpt = recorder.resumed_state if resume else None  # loaded and checked by train()
     if ckpt is None and tc.init_from:
         from guidedrl.records import load_run_checkpoint
 

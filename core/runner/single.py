@@ -17,6 +17,7 @@ from tianshou.data import Collector, VectorReplayBuffer
 from tianshou.utils.torch_utils import policy_within_training_step, torch_train_mode
 from tqdm.auto import tqdm
 
+from guidedrl.records import restore_replay_buffer
 from guidedrl.runner import hooks, seeding
 from guidedrl.runner.algorithms import build_algorithm, imitation_loss
 from guidedrl.runner.collector import GuidedCollector
@@ -72,7 +73,7 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
     algo_cfg = getattr(cfg, cfg.algo)
 
     start = {"env_steps": 0, "best_return": -np.inf, "epoch": 0, "final_return": float("nan"), "stopped_early": False}
-    checkpoint = recorder.load_checkpoint() if resume else None
+    checkpoint = recorder.resumed_state if resume else None  # loaded and checked by train()
     if checkpoint is not None:
         algorithm.load_state_dict(checkpoint["algorithm"])
         start.update({k: checkpoint[k] for k in start if k in checkpoint})
@@ -87,11 +88,12 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
     test_envs = make_vector_env(ctx.adapter, cfg.train.num_test_envs, "dummy", seed=cfg.seed + 10_000)
     buffer_size = algo_cfg.steps_per_collect if on_policy else algo_cfg.buffer_size
     buffer = VectorReplayBuffer(max(buffer_size, cfg.train.num_envs), cfg.train.num_envs)
-    if checkpoint is not None and not on_policy and (recorder.run_dir / "buffer.h5").exists():
-        buffer = VectorReplayBuffer.load_hdf5(str(recorder.run_dir / "buffer.h5"))
     train_collector = GuidedCollector(algorithm, train_envs, buffer, exploration_noise=True, ctx=ctx, hook_set=hook_set)
     test_collector = Collector(algorithm, test_envs)
     train_collector.reset()
+    if checkpoint is not None and recorder.resumed_buffer is not None:
+        restore_replay_buffer(buffer, recorder.resumed_buffer)  # after reset(), which empties the buffer
+        recorder.resumed_buffer = None
 
     if checkpoint is None and hook_set.demonstrations:
         hooks.generate_demonstrations(ctx)
@@ -204,12 +206,7 @@ def _save_checkpoint(
     ctx: RunContext, recorder: RunRecorder, algorithm: Any, buffer: Any, on_policy: bool, env_steps: int, best: float, epoch: int,
     final: float, stopped_early: bool,
 ) -> None:
-    if not on_policy:
-        # The replay buffer goes beside the checkpoint (hdf5 via Tianshou), written first and
-        # renamed into place so the pair is consistent after a kill.
-        tmp = recorder.run_dir / "buffer.h5.tmp"
-        buffer.save_hdf5(str(tmp))
-        tmp.replace(recorder.run_dir / "buffer.h5")
+    # Off-policy runs save the replay buffer with the checkpoint, as one pair (records.py).
     recorder.save_checkpoint(
         {
             "algorithm": algorithm.state_dict(),
@@ -222,7 +219,8 @@ def _save_checkpoint(
             "updates": int(getattr(algorithm, "_iter", 0)),
             "counters": dict(ctx.counters),
             "methods": _method_states(ctx),
-        }
+        },
+        buffer=None if on_policy else buffer,
     )
 
 
