@@ -107,8 +107,9 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
     if checkpoint is not None:
         if "rng" in checkpoint:
             seeding.restore_rng_state(ctx, checkpoint["rng"])
-        # the uninterrupted run restarted its episodes right after this checkpoint (see seeding.py)
-        train_collector.restart_episodes(seeding.episode_seeds(cfg.seed, env_steps, cfg.train.num_envs))
+        if env_steps < cfg.steps and not stopped_early:
+            # the uninterrupted run restarted its episodes right after this checkpoint (seeding.py)
+            train_collector.restart_episodes(seeding.episode_seeds(cfg.seed, env_steps, cfg.train.num_envs))
     t0 = time.perf_counter()
     next_eval = env_steps + cfg.train.epoch_steps
     train_returns: list[float] = []
