@@ -12,7 +12,7 @@ import torch
 from guidedrl_core_testkit import make_ctx, read_json, tiny_ppo
 from tianshou.data import Batch
 
-from guidedrl import ActionAdvice, PolicyUpdate, hookimpl
+from guidedrl import ActionAdvice, CriticalState, PolicyUpdate, hookimpl
 from guidedrl.config import from_dict
 from guidedrl.errors import ConfigError, GuidedRLError, HookError
 from guidedrl.records import read_metrics
@@ -224,6 +224,37 @@ def test_shape_reward_unusable_bonuses_stop_at_the_hook_boundary(tmp_path, make,
 def test_shape_reward_accepts_lists_ints_and_tensors(tmp_path):
     ctx = make_ctx(tmp_path, {"a": Bonus(lambda n: [1] * n), "b": Bonus(lambda n: torch.full((n,), 0.5))})
     np.testing.assert_allclose(hooks.shape_reward(ctx, Batch(rew=np.ones(3))), 1.5)
+
+
+# -- identify_critical_states ---------------------------------------------------------------------
+
+
+def _episode(n=5):
+    from guidedrl.types import Episode
+
+    z = np.zeros((n, 4), np.float32)
+    return Episode(obs=z, act=np.zeros(n, np.int64), rew=np.ones(n), obs_next=z, terminated=True, env_id=0, start_step=0)
+
+
+@pytest.mark.parametrize(
+    ("states", "match"),
+    [
+        (lambda: {"t": 3}, r"must return a list of CriticalState or None, got dict"),
+        (lambda: [(0, 3)], r"must return CriticalState items, got tuple"),
+        (lambda: [CriticalState(episode=1, t=0, obs=np.zeros(4))], r"CriticalState.episode = 1 does not index the 1 episodes"),
+        (lambda: [CriticalState(episode=0, t=5, obs=np.zeros(4))], r"CriticalState.t = 5 is outside episode 0 \(5 steps\)"),
+        (lambda: [CriticalState(episode=0, t=1, obs=np.zeros(4), score=float("nan"))], r"CriticalState.score = nan"),
+    ],
+)
+def test_identify_critical_states_unusable_states_stop_at_the_hook_boundary(tmp_path, states, match):
+    class Critic:
+        @hookimpl
+        def identify_critical_states(self, episodes):
+            return states()
+
+    ctx = make_ctx(tmp_path, {"critic": Critic()})
+    with pytest.raises(HookError, match=r"method 'critic', hook 'identify_critical_states': " + match):
+        hooks.identify_critical_states(ctx, [_episode()])
 
 
 # -- update_policy --------------------------------------------------------------------------------

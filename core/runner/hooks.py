@@ -130,7 +130,10 @@ def identify_critical_states(ctx: RunContext, episodes: list[Episode]) -> list[C
     for name, result in _results_with_names(
         ctx.pm, "identify_critical_states", ctx=ctx, episodes=episodes
     ):
+        if not isinstance(result, (list, tuple)):
+            raise HookError(name, "identify_critical_states", f"must return a list of CriticalState or None, got {type(result).__name__}")
         for cs in result:
+            _check_critical_state(name, cs, episodes)
             cs = attrs.evolve(cs, source=cs.source or name)
             key = (cs.episode, cs.t)
             if key not in merged or cs.score > merged[key].score:
@@ -139,6 +142,24 @@ def identify_critical_states(ctx: RunContext, episodes: list[Episode]) -> list[C
     ctx.critical_states.extend(found)
     ctx.counters["critical_states"] += len(found)
     return found
+
+
+def _check_critical_state(plugin: str, cs: Any, episodes: list[Episode]) -> None:
+    def fail(msg: str) -> None:
+        raise HookError(plugin, "identify_critical_states", msg)
+
+    if not isinstance(cs, CriticalState):
+        fail(f"must return CriticalState items, got {type(cs).__name__}")
+    if not isinstance(cs.episode, (int, np.integer)) or not 0 <= cs.episode < len(episodes):
+        fail(f"CriticalState.episode = {cs.episode!r} does not index the {len(episodes)} episodes it was given")
+    if not isinstance(cs.t, (int, np.integer)) or not 0 <= cs.t < len(episodes[cs.episode]):
+        fail(f"CriticalState.t = {cs.t!r} is outside episode {cs.episode} ({len(episodes[cs.episode])} steps)")
+    try:
+        score = float(cs.score)
+    except (TypeError, ValueError):
+        score = math.nan
+    if not math.isfinite(score):
+        fail(f"CriticalState.score = {cs.score!r}; scores must be finite numbers")
 
 
 def refine_action(
