@@ -243,8 +243,8 @@ class RunConfig:
 
 
 _SECRET_KEY = re.compile(
-    r"^(.*[_.-])?(api[_-]?key|apikey|secret|client[_-]?secret|password|passwd|access[_-]?token|auth[_-]?token|"
-    r"api[_-]?token|bearer[_-]?token|authorization|token)$",
+    r"^(?:(?:.*[_.-])?(?:api[_-]?key|apikey|secret|password|passwd|access[_-]?token|auth[_-]?token|api[_-]?token|"
+    r"bearer[_-]?token|authorization)|token)$",
     re.IGNORECASE,
 )
 _SECRET_VALUE = re.compile(
@@ -378,11 +378,11 @@ def load(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "config.toml"
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML ({exc}); restore it or fix the line named") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

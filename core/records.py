@@ -364,7 +364,8 @@ def _set_rng(rng: Any, arrays: dict[str, np.ndarray], prefix: str) -> None:
 
 
 def replay_buffer_arrays(buffer: Any, pair_id: str) -> dict[str, np.ndarray]:
-    """A Tianshou ``VectorReplayBuffer`` as plain arrays (what ``buffer.npz`` holds).
+    """A Tianshou ``VectorReplayBuffer`` as plain arrays (what ``buffer.npz`` holds). Hand-written
+    because Tianshou's ``save_hdf5``/``load_hdf5`` pickle Python objects, and loading must run no code.
 
     Layout (every entry a numeric, boolean or fixed-width string array; nothing pickled):
 
@@ -441,7 +442,10 @@ def read_buffer_file(path: Path) -> dict[str, np.ndarray]:
         raise RunFileError(f"{path} is not a guidedrl replay buffer (no format marker)")
     if int(arrays.get("version", -1)) != BUFFER_VERSION:
         raise RunFileError(f"{path} is a replay buffer of format version {int(arrays.get('version', -1))}; this guidedrl reads version {BUFFER_VERSION}")
-    lengths = arrays["lengths"]
+    lengths, sizes = arrays["lengths"], arrays["sizes"]
+    first = arrays.get("first", np.zeros_like(lengths))
+    if not (lengths.shape == sizes.shape == first.shape and (lengths <= sizes).all() and (first < np.maximum(sizes, 1)).all()):
+        raise RunFileError(f"{path} is inconsistent (sub-buffer lengths {lengths.tolist()} do not fit sizes {sizes.tolist()})")
     rows = int(lengths.sum())
     for name, arr in arrays.items():
         if name.startswith("data/") and (arr.ndim == 0 or len(arr) != rows):
@@ -496,7 +500,7 @@ class RunRecorder:
         self._purge_step: int | None = None
         self.prior_segments: list[dict[str, Any]] = []
         """Segments (start to kill or end) of this run before the current one, from the checkpoint."""
-        self.segment: dict[str, Any] = {"id": uuid.uuid4().hex, "started": time.time(), "flags": []}
+        self.segment: dict[str, Any] = {"id": uuid.uuid4().hex, "started": time.time(), "status": "running", "flags": []}
         self.segment_info: Callable[[], dict[str, Any]] = dict
         """Extra numbers of the current segment (set by the runner: LLM wall time, backend, ...)."""
         self._t0 = time.perf_counter()
@@ -558,7 +562,9 @@ class RunRecorder:
         runs, its replay buffer, as one pair (see the module docstring). A failed write (a full disk)
         leaves the previous pair as it was and raises :class:`RunFileError`."""
         pair_id = uuid.uuid4().hex
-        state = {**state, "pair_id": pair_id, "has_buffer": buffer is not None, "segments": self.segments()}
+        segments = self.segments()
+        segments[-1]["to_env_steps"] = int(state["env_steps"])
+        state = {**state, "pair_id": pair_id, "has_buffer": buffer is not None, "segments": segments}
         written: list[tuple[Path, str]] = []
         name = BUFFER
         try:
@@ -690,7 +696,11 @@ class RunRecorder:
             ended = {s.get("id"): s for s in summary.get("segments", []) if isinstance(s, dict)}
         except (OSError, ValueError, AttributeError):
             ended = {}
-        return [ended.get(s.get("id"), s) for s in segments]
+        prior = [ended.get(s.get("id"), s) for s in segments]
+        for s in prior:
+            if s.get("status") == "running":  # no summary was written: killed after its last checkpoint
+                s["status"] = "interrupted"
+        return prior
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The last usable checkpoint of this directory, loaded safely, or ``None`` (no fallback

@@ -59,6 +59,11 @@ def _assert_consistent(run_dir: Path, kept: list[dict], steps: int) -> dict:
     assert rows[: len(kept)] == kept, "rows written before the kill must be kept as they were"
     assert len(rows) > len(kept)
     assert env_steps[-1] == summary["env_steps"]
+    # the killed segment is accounted for up to its last checkpoint
+    segments = summary["segments"]
+    assert [seg["status"] for seg in segments] == ["interrupted", "finished"]
+    assert segments[0]["to_env_steps"] == segments[1]["from_env_steps"] == kept[-1]["env_steps"]
+    assert summary["wall_s"] >= segments[0]["wall_s"] + segments[1]["wall_s"] - 2e-3 > segments[1]["wall_s"]
     return summary
 
 

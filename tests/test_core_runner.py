@@ -93,7 +93,7 @@ def test_existing_run_directory_needs_resume(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "checkpoint.pt").write_bytes(b"")
-    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+    with pytest.raises(ConfigError, match=r"already holds a run \(checkpoint.pt\); pass --resume"):
         train(from_dict(tiny_ppo(out)))
 
 

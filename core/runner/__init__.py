@@ -22,6 +22,7 @@ from guidedrl.records import (
     RunRecorder,
     default_run_dir,
     llm_log_totals,
+    load_run_checkpoint,
     remove_run_files,
     run_files_in,
     sum_segments,
@@ -103,6 +104,8 @@ def train(
                 "--overwrite to replace it, or choose another --out"
             )
     # Everything that can fail on a wrong config fails before the run directory is written.
+    if config.train.init_from and not resume:
+        load_run_checkpoint(config.train.init_from)  # missing or damaged: refused here, loaded again by the learner
     pm = make_manager(config.methods, config.method_config, extra_plugins=extra_plugins)
     adapter = make_adapter(config.env, **config.env_kwargs)
     device = resolve_device(config.train.device)
