@@ -102,8 +102,12 @@ def _finished(run_dir: Path) -> bool:
         return False
 
 
-def _buffer_tmp(run_dir: Path) -> bool:
-    return any(n.startswith("buffer.npz.") and n.endswith(".tmp") for n in os.listdir(run_dir))
+def _buffer_tmps(run_dir: Path) -> set[str]:
+    try:
+        names = os.listdir(run_dir)
+    except FileNotFoundError:  # the first launch has not made it yet
+        return set()
+    return {n for n in names if n.startswith("buffer.npz.") and n.endswith(".tmp")}
 
 
 def _kill(proc) -> None:
@@ -140,6 +144,10 @@ def _wait_and_kill(proc, run_dir: Path, kind: str, steps: int, rng: random.Rando
     """
     checkpoint = _Checkpoint(run_dir)
     stale = {_row_key(r) for r in read_metrics(run_dir)}
+    left_over = _buffer_tmps(run_dir)  # a killed write's temp files: the resumed run removes them
+
+    def _buffer_tmp(run_dir: Path) -> bool:
+        return bool(_buffer_tmps(run_dir) - left_over)
 
     def fresh_row() -> dict | None:
         rows = read_metrics(run_dir)
@@ -164,7 +172,11 @@ def _wait_and_kill(proc, run_dir: Path, kind: str, steps: int, rng: random.Rando
             continue
         if kind == "buffer":
             # kill while the replay buffer's temp file exists: polled, and stepped from each new row on
-            # (the row is written just before its checkpoint pair)
+            # (the row is written just before its checkpoint pair); not the first pair, so that there
+            # is a checkpoint to resume from
+            if not any((run_dir / f).exists() for f in ("checkpoint.pt", "checkpoint.prev.pt")):
+                time.sleep(0.005)
+                continue
             if _buffer_tmp(run_dir):
                 os.kill(proc.pid, signal.SIGSTOP)
                 if _buffer_tmp(run_dir):
