@@ -18,6 +18,23 @@ class PluginError(GuidedRLError):
     """A plugin is unknown, fails to load, or is written wrongly."""
 
 
+class HookError(PluginError):
+    """A method's hook raised, or returned something the core cannot use (wrong type, shape or dtype,
+    a non-finite number, an illegal action), or its result made the training loss non-finite.
+
+    The message starts with ``method '<plugin>', hook '<hook>':``; ``plugin`` and ``hook`` hold them.
+    """
+
+    def __init__(self, plugin: str, hook: str, message: str) -> None:
+        self.plugin = plugin
+        self.hook = hook
+        self.detail = message
+        super().__init__(f"method {plugin!r}, hook {hook!r}: {message}")
+
+    def __reduce__(self) -> tuple:  # picklable despite the custom signature
+        return (HookError, (self.plugin, self.hook, self.detail))
+
+
 class RunFileError(GuidedRLError):
     """A run-directory file is missing, damaged or unsafe; the message names the file, what is
     wrong with it and the way forward."""

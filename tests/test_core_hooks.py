@@ -29,6 +29,7 @@ from tianshou.utils.torch_utils import policy_within_training_step
 
 from guidedrl import CriticalState, Demonstrations, Episode, PolicyUpdate, hookimpl
 from guidedrl.config import from_dict
+from guidedrl.errors import HookError
 from guidedrl.records import read_metrics
 from guidedrl.runner import hooks, train
 from guidedrl.runner.collector import GuidedCollector
@@ -159,7 +160,7 @@ def test_hook_shape_reward_wrong_length_names_the_plugin(tmp_path):
             return np.zeros(len(batch) - 1)
 
     ctx = make_ctx(tmp_path, {"short": Short()})
-    with pytest.raises(ValueError, match="'short'.*4 bonuses for 5 transitions"):
+    with pytest.raises(HookError, match="'short', hook 'shape_reward'.*4 bonuses for 5 transitions"):
         hooks.shape_reward(ctx, Batch(rew=np.ones(5)))
 
 
@@ -230,7 +231,7 @@ def test_hook_update_policy_combines_losses_and_stats_by_plugin(tmp_path):
             return {"loss": torch.tensor(1.0)}
 
     ctx = make_ctx(tmp_path, {"wrong": Wrong()})
-    with pytest.raises(TypeError, match="'wrong'.*PolicyUpdate"):
+    with pytest.raises(HookError, match="'wrong', hook 'update_policy'.*PolicyUpdate"):
         hooks.update_policy(ctx, Batch(), algorithm=None)
 
 
@@ -413,7 +414,7 @@ def test_hook_generate_demonstrations_concatenated_and_tagged(tmp_path):
         def generate_demonstrations(self):
             return {"obs": []}
 
-    with pytest.raises(TypeError, match="'wrong'"):
+    with pytest.raises(HookError, match="'wrong', hook 'generate_demonstrations'"):
         hooks.generate_demonstrations(make_ctx(tmp_path, {"wrong": Wrong()}))
 
 

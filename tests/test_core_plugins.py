@@ -15,7 +15,7 @@ import pytest
 from guidedrl_core_testkit import AlwaysAction, ConstantBonus, NeverAdvises, make_ctx
 
 from guidedrl import hookimpl
-from guidedrl.errors import ConfigError, PluginError
+from guidedrl.errors import ConfigError, HookError, PluginError
 from guidedrl.plugins import discover, make_manager
 from guidedrl.runner import hooks
 
@@ -214,7 +214,7 @@ def test_hook_refine_action_wrong_mask_length_is_an_error(tmp_path):
             return AlwaysAction(1).refine_action(act=act[:1], env_ids=np.arange(1))
 
     ctx = make_ctx(tmp_path, {"bad": Bad()})
-    with pytest.raises(ValueError, match="mask of 1 entries for 3 envs"):
+    with pytest.raises(HookError, match=r"'bad', hook 'refine_action'.*mask has shape \(1,\); it must be \(3,\)"):
         hooks.refine_action(ctx, obs=np.zeros((3, 4)), act=np.zeros(3, int), info={}, env_ids=np.arange(3))
 
 

@@ -294,7 +294,9 @@ def test_hook_identify_critical_states_gets_whole_episodes_per_agent(tmp_path):
     episodes = [ep for call in rec.calls for ep in call]
     assert rec.calls and all(rec.calls)  # called only with something to look at
     n_env_episodes = result.summary["episodes"]
-    assert n_env_episodes == 4 * (512 // 50)  # 4 envs x 512 steps each; the last 12 steps unfinished
+    # 4 envs x 2 epochs of 256 steps each; episodes restart at the epoch boundary (runner/seeding.py),
+    # so each epoch finishes 5 episodes per env and cuts the 6 steps of the sixth
+    assert n_env_episodes == 4 * 2 * (256 // 50)
     assert len(episodes) == 4 * n_env_episodes  # one per agent per finished episode, nothing cut
     adapter = guidedrl.registry.make_adapter(FACTORY, horizon=50)
     d = adapter.make().observation_space("agent_0").shape[0]
@@ -312,7 +314,7 @@ def test_hook_identify_critical_states_gets_whole_episodes_per_agent(tmp_path):
         assert not ep.terminated  # the factory truncates
     starts = sorted({(ep.env_id, ep.start_step) for ep in episodes})
     for e in range(4):
-        assert [s for env, s in starts if env == e] == [4 * 50 * k for k in range(512 // 50)]
+        assert [s for env, s in starts if env == e] == [epoch + 4 * 50 * k for epoch in (0, 1024) for k in range(256 // 50)]
     # the episodes are what the env did: replay each env's first episode with the recorded actions
     for e in range(4):
         mine = {ep.agent: ep for ep in episodes if ep.env_id == e and ep.start_step == 0}

@@ -51,7 +51,8 @@ class GuidedCollector(Collector):
         advised = np.zeros(len(ready_env_ids_R), dtype=bool)
         if not random:
             advice = hooks.refine_action(
-                self.ctx, obs=last_obs_RO, act=out.act_normalized, info=last_info_R, env_ids=ready_env_ids_R
+                self.ctx, obs=last_obs_RO, act=out.act_normalized, info=last_info_R, env_ids=ready_env_ids_R,
+                action_space=getattr(self.policy, "action_space", None),
             )
             if advice is not None and advice.mask.any():
                 mask = advice.mask
@@ -91,6 +92,38 @@ class GuidedCollector(Collector):
                     )
                 )
         self._steps_seen += len(self._ready_ids)
+
+    def restart_episodes(self, seeds: list[int]) -> None:
+        """End the episodes in progress and start new ones from ``seeds`` (one per env).
+
+        The runner calls this at every epoch boundary, so that a run resumed from that epoch's
+        checkpoint continues from the same env states as the uninterrupted run (runner/seeding.py).
+        In a replay buffer the cut episodes end as truncated (bootstrapped, like a time limit), so
+        n-step targets do not run on into the next episode; episodes in progress are not handed to
+        ``identify_critical_states``.
+        """
+        if self.buffer is not None:
+            self._truncate_open_episodes()
+        self.env.seed(seeds)
+        self.reset_env()
+        self._partial.clear()
+        self._started_at.clear()
+
+    def _truncate_open_episodes(self) -> None:
+        # Tianshou has no public call for "end these episodes here"; its buffers keep the running
+        # episode in ``last_index`` and ``_ep_*`` of each sub-buffer, so that is what is set.
+        buffer = self.buffer
+        buffers = getattr(buffer, "buffers", [buffer])
+        offsets = getattr(buffer, "_offset", [0] * len(buffers))
+        for sub, offset in zip(buffers, offsets, strict=True):
+            if len(sub):
+                last = int(sub.last_index[0])
+                if not buffer.done[offset + last]:  # the manager's arrays (a sub-buffer's may be a copy)
+                    buffer.truncated[offset + last] = True
+                    buffer.done[offset + last] = True
+            # the buffer's running episode statistics restart too (Tianshou keeps them across
+            # on-policy buffer resets; a resumed run starts them at zero)
+            sub._ep_return, sub._ep_len, sub._ep_start_idx = 0.0, 0, sub._insertion_idx
 
     def pop_finished(self) -> list[Episode]:
         """Episodes finished since the last call, oldest first."""

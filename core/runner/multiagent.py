@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from guidedrl.errors import ConfigError
-from guidedrl.runner import hooks
+from guidedrl.runner import hooks, seeding
 from guidedrl.types import Episode
 
 if TYPE_CHECKING:
@@ -508,6 +508,16 @@ class MultiAgentTrainer:
         self._left: dict[int, list[tuple[int, Episode]]] = {}
         env0 = self.pool.envs[0]
         self._obs_shapes = [tuple(env0.observation_space(a).shape) for a in algo.agents]
+        self._action_spaces = [env0.action_space(a) for a in algo.agents]
+
+    def restart_episodes(self, seeds: Sequence[int]) -> None:
+        """End the episodes in progress and reset every env with ``seeds``: the runner does this at
+        every epoch boundary, so a run resumed from that checkpoint sees the same env states as the
+        uninterrupted one (runner/seeding.py). Episodes cut here are not passed to
+        ``identify_critical_states`` and do not count as finished."""
+        self.pool.reset(seeds=seeds)
+        self._partial.clear()
+        self._left.clear()
 
     # -- collection ----------------------------------------------------------------------------
     def collect(self) -> dict[str, np.ndarray]:
@@ -523,7 +533,9 @@ class MultiAgentTrainer:
                 env_ids = np.arange(self.n_envs)
                 for i, agent in enumerate(algo.agents):
                     info = [pool.infos[e].get(agent, {}) for e in range(self.n_envs)]
-                    advice = hooks.refine_action(ctx, obs[:, i], act[:, i].copy(), info, env_ids, agent=agent)
+                    advice = hooks.refine_action(
+                        ctx, obs[:, i], act[:, i].copy(), info, env_ids, agent=agent, action_space=self._action_spaces[i]
+                    )
                     if advice is not None:
                         m = advice.mask & alive[:, i]
                         act[m, i] = np.asarray(advice.act).reshape(-1)[m]
@@ -595,6 +607,7 @@ class MultiAgentTrainer:
     # -- advantages ----------------------------------------------------------------------------
     def shape(self, ro: dict[str, np.ndarray]) -> dict[str, float]:
         stats: dict[str, float] = {}
+        hooks.begin_update(self.ctx)  # what methods put into this update, for check_losses
         if not self.hookset.shape_reward:
             return stats
         for i, agent in enumerate(self.algo.agents):
@@ -664,6 +677,9 @@ class MultiAgentTrainer:
                     if extra is not None:
                         loss = loss + extra
                     extra_stats.update(st)
+                if not torch.isfinite(loss):
+                    hooks.check_losses(self.ctx, {"losses/total": float(loss.detach()), "losses/policy": float(pg.detach()),
+                                                  "losses/value": float(vloss.detach())})
                 algo.optim.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(actor_params, cfg.max_grad_norm)
@@ -730,7 +746,7 @@ def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, pr
         online_s = float(ckpt.get("online_s", 0.0))
         last_eval = {"return": float(ckpt["last_return"]), "metrics": dict(ckpt.get("last_metrics", {}))}
         summary_extra["pretrain_steps"] = int(ckpt.get("pretrain_steps", 0))
-        torch.set_rng_state(ckpt["torch_rng"])
+        stopped = bool(ckpt.get("stopped_early", False))
     else:
         ctx.env_steps = 0
         stats: dict[str, float] = {}
@@ -744,6 +760,7 @@ def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, pr
         best = last_eval["return"]
         recorder.row(0, {**test_row(last_eval), **stats})
         episodes, next_eval, online_s = 0, tc.epoch_steps, 0.0
+        stopped = False
 
     trainer = MultiAgentTrainer(ctx, algo)
     trainer.episodes = episodes
@@ -753,16 +770,24 @@ def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, pr
             "algorithm": algo.state_dict(), "env_steps": ctx.env_steps, "best_return": best,
             "episodes": trainer.episodes, "next_eval": next_eval, "last_return": last_eval["return"],
             "last_metrics": last_eval["metrics"], "pretrain_steps": summary_extra["pretrain_steps"],
-            "torch_rng": torch.get_rng_state(), "online_s": online_s,
+            "rng": seeding.rng_state(ctx), "online_s": online_s, "stopped_early": stopped,
         })
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.steps, initial=ctx.env_steps, unit="step", desc=f"{config.env} MAPPO")
+    if ckpt is not None:
+        if "rng" in ckpt:
+            seeding.restore_rng_state(ctx, ckpt["rng"])
+        elif "torch_rng" in ckpt:
+            torch.set_rng_state(ckpt["torch_rng"])
+        if ctx.env_steps < config.steps and not stopped:
+            # the uninterrupted run restarted its episodes right after this checkpoint (seeding.py)
+            trainer.restart_episodes(seeding.episode_seeds(config.seed, ctx.env_steps, trainer.n_envs))
     t0 = time.time()
     try:
-        while ctx.env_steps < config.steps:
+        while ctx.env_steps < config.steps and not stopped:
             before = ctx.env_steps
             ro = trainer.collect()
             if trainer.hookset.critical_states:
@@ -793,10 +818,11 @@ def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, pr
                     next_eval += tc.epoch_steps
                 if bar is not None:
                     bar.set_postfix(test_return=f"{last_eval['return']:.2f}")
+                stopped = tc.stop_return is not None and last_eval["return"] >= tc.stop_return
                 if tc.checkpoint:
                     save_checkpoint()
-                if tc.stop_return is not None and last_eval["return"] >= tc.stop_return:
-                    break
+                if ctx.env_steps < config.steps and not stopped:
+                    trainer.restart_episodes(seeding.episode_seeds(config.seed, ctx.env_steps, trainer.n_envs))
             t0 = time.time()
     finally:
         trainer.pool.close()

@@ -18,7 +18,7 @@ from tianshou.utils.torch_utils import policy_within_training_step, torch_train_
 from tqdm.auto import tqdm
 
 from guidedrl.records import restore_replay_buffer
-from guidedrl.runner import hooks
+from guidedrl.runner import hooks, seeding
 from guidedrl.runner.algorithms import build_algorithm, imitation_loss
 from guidedrl.runner.collector import GuidedCollector
 from guidedrl.runner.vector import make_vector_env
@@ -72,17 +72,19 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
     on_policy = isinstance(algorithm, OnPolicyAlgorithm)
     algo_cfg = getattr(cfg, cfg.algo)
 
-    start = {"env_steps": 0, "best_return": -np.inf, "epoch": 0}
+    start = {"env_steps": 0, "best_return": -np.inf, "epoch": 0, "final_return": float("nan"), "stopped_early": False}
     checkpoint = recorder.resumed_state if resume else None  # loaded and checked by train()
     if checkpoint is not None:
         algorithm.load_state_dict(checkpoint["algorithm"])
-        start = {k: checkpoint[k] for k in start}
+        start.update({k: checkpoint[k] for k in start if k in checkpoint})
         ctx.counters.update(checkpoint.get("counters", {}))
+        if "updates" in checkpoint and hasattr(algorithm, "_iter"):
+            algorithm._iter = int(checkpoint["updates"])  # DQN's count toward the next target-network sync
         _load_method_states(ctx, checkpoint.get("methods", {}))
     elif cfg.train.init_from:
         _init_from(algorithm, cfg.train.init_from)
 
-    train_envs = make_vector_env(ctx.adapter, cfg.train.num_envs, cfg.train.vector, seed=cfg.seed + start["epoch"] * 1000)
+    train_envs = make_vector_env(ctx.adapter, cfg.train.num_envs, cfg.train.vector, seed=cfg.seed)
     test_envs = make_vector_env(ctx.adapter, cfg.train.num_test_envs, "dummy", seed=cfg.seed + 10_000)
     buffer_size = algo_cfg.steps_per_collect if on_policy else algo_cfg.buffer_size
     buffer = VectorReplayBuffer(max(buffer_size, cfg.train.num_envs), cfg.train.num_envs)
@@ -100,7 +102,14 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
 
     env_steps, best, epoch = int(start["env_steps"]), float(start["best_return"]), int(start["epoch"])
     ctx.env_steps = env_steps
-    final = float("nan")
+    final = float(start["final_return"])  # a run killed after its last checkpoint resumes with nothing left to do
+    stopped_early = bool(start["stopped_early"])
+    if checkpoint is not None:
+        if "rng" in checkpoint:
+            seeding.restore_rng_state(ctx, checkpoint["rng"])
+        if env_steps < cfg.steps and not stopped_early:
+            # the uninterrupted run restarted its episodes right after this checkpoint (seeding.py)
+            train_collector.restart_episodes(seeding.episode_seeds(cfg.seed, env_steps, cfg.train.num_envs))
     t0 = time.perf_counter()
     next_eval = env_steps + cfg.train.epoch_steps
     train_returns: list[float] = []
@@ -110,8 +119,7 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
         ctx.env_steps = env_steps
         train_collector.pop_finished()
     pbar = tqdm(total=cfg.steps, initial=env_steps, desc=f"{cfg.env} {cfg.algo}", unit="step", disable=not progress)
-    stopped_early = False
-    while env_steps < cfg.steps:
+    while env_steps < cfg.steps and not stopped_early:
         with policy_within_training_step(algorithm.policy):
             with torch.no_grad():
                 stats = train_collector.collect(n_step=algo_cfg.steps_per_collect)
@@ -124,12 +132,16 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
                 if episodes:
                     hooks.identify_critical_states(ctx, episodes)
             if on_policy:
+                hooks.begin_update(ctx)
                 update_stats = algorithm.update(buffer=buffer, batch_size=algo_cfg.batch_size, repeat=algo_cfg.repeat)
+                hooks.check_losses(ctx, update_stats.get_loss_stats_dict())
                 train_collector.reset_buffer(keep_statistics=True)
             else:
                 n_updates = max(1, round(algo_cfg.updates_per_step * stats.n_collected_steps))
                 for _ in range(n_updates):
+                    hooks.begin_update(ctx)
                     update_stats = algorithm.update(buffer=buffer, sample_size=algo_cfg.batch_size)
+                    hooks.check_losses(ctx, update_stats.get_loss_stats_dict())
         if env_steps >= next_eval or env_steps >= cfg.steps:
             epoch += 1
             next_eval = env_steps + cfg.train.epoch_steps
@@ -151,18 +163,20 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
             recorder.row(env_steps, row)
             train_returns = []
             pbar.set_postfix(test_return=f"{final:.1f}", best=f"{best:.1f}")
+            stopped_early = cfg.train.stop_return is not None and final >= cfg.train.stop_return
             if cfg.train.checkpoint:
-                _save_checkpoint(ctx, recorder, algorithm, buffer, on_policy, env_steps, best, epoch)
-            if cfg.train.stop_return is not None and final >= cfg.train.stop_return:
-                stopped_early = True
-                break
+                _save_checkpoint(ctx, recorder, algorithm, buffer, on_policy, env_steps, best, epoch, final, stopped_early)
+            if env_steps < cfg.steps and not stopped_early:
+                # Episodes restart here, in every run, so a run resumed from this checkpoint sees the
+                # same env states as the uninterrupted one (seeding.py).
+                train_collector.restart_episodes(seeding.episode_seeds(cfg.seed, env_steps, cfg.train.num_envs))
     pbar.close()
-    train_envs.close()
-    test_envs.close()
-    if np.isnan(final):  # resumed a finished run: evaluate once so the summary has numbers
+    if np.isnan(final):  # resumed from a checkpoint written before final returns were recorded
         returns = evaluate(algorithm, test_collector, cfg.train.test_episodes, cfg.seed + 10_000 + epoch)
         final = float(returns.mean())
         best = max(best, final)
+    train_envs.close()
+    test_envs.close()
     return {
         "env_steps": env_steps,
         "best_return": best,
@@ -190,7 +204,8 @@ def _load_method_states(ctx: RunContext, states: dict[str, Any]) -> None:
 
 
 def _save_checkpoint(
-    ctx: RunContext, recorder: RunRecorder, algorithm: Any, buffer: Any, on_policy: bool, env_steps: int, best: float, epoch: int
+    ctx: RunContext, recorder: RunRecorder, algorithm: Any, buffer: Any, on_policy: bool, env_steps: int, best: float, epoch: int,
+    final: float, stopped_early: bool,
 ) -> None:
     # Off-policy runs save the replay buffer with the checkpoint, as one pair (records.py).
     recorder.save_checkpoint(
@@ -199,6 +214,10 @@ def _save_checkpoint(
             "env_steps": env_steps,
             "best_return": best,
             "epoch": epoch,
+            "final_return": final,
+            "stopped_early": stopped_early,
+            "rng": seeding.rng_state(ctx),
+            "updates": int(getattr(algorithm, "_iter", 0)),
             "counters": dict(ctx.counters),
             "methods": _method_states(ctx),
         },
