@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -92,7 +93,7 @@ def main() -> int:
     out = Path(parser.parse_args().out)
     t0 = time.perf_counter()
     fresh_dir(out)
-    config = str(CONFIG)
+    config = os.path.relpath(CONFIG) if not os.path.relpath(CONFIG).startswith("..") else str(CONFIG)
 
     print(f"[main] 1/3 a short first stage: a sub-optimal MAPPO policy ({STAGE1_STEPS} joint env steps)")
     start = out / "start"

@@ -23,7 +23,15 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
   "$PY" -m venv "$VENV"
 fi
-pip() { "$VENV/bin/python" -m pip "$@"; }
+log="$VENV/setup.log"
+# pip, with its output (build back-ends' deprecation notices, index warnings) in $log, shown on failure.
+pip() {
+  if ! "$VENV/bin/python" -m pip "$@" >>"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "[setup] failed: pip $*; the whole output is in $log" >&2
+    exit 1
+  fi
+}
 
 dists=(.)
 for d in contrib_envs/*/ contrib_llms/*/ plugins/*/; do
