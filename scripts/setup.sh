@@ -42,12 +42,12 @@ want=$(cat constraints.txt scripts/setup.sh "${dists[@]/%//pyproject.toml}" | sh
 # -- main layer ---------------------------------------------------------------------------------
 stamp="$VENV/.guidedrl-setup"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing guidedrl and ${#dists[@]} distributions (first time: about a minute)"
+  echo "[setup] installing guidedrl and ${#dists[@]} distributions (first time: a few minutes)"
   pip install -q --upgrade pip wheel "setuptools>=68"
   # torch first, from the pinned CPU wheel, so no dependency can pull a CUDA build.
   pip install -q -c constraints.txt "torch==2.13.0"
-  # Every distribution declares setuptools+wheel as its build backend, which the line above just
-  # installed: building in the venv saves an isolated build environment per distribution.
+  # Every distribution builds with setuptools+wheel, which the first install put in the venv:
+  # building there saves an isolated build environment per distribution.
   args=(--no-build-isolation)
   for d in "${dists[@]}"; do args+=(-e "$d"); done
   pip install -q -c constraints.txt "${args[@]}"
