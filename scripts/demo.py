@@ -73,7 +73,7 @@ def arm_line(arm: str, seed: int, summary: dict) -> str:
     lcil = summary.get("method_counters", {}).get("lcil", {})
     return (
         f"{head}   {summary['llm_calls']} LLM calls ({summary['llm_backend']}), "
-        f"{summary['counters'].get('demo_transitions', 0)} demonstration steps, plans ok {lcil.get('plans_ok', 0)} / "
+        f"{summary['counters'].get('demo_transitions', 0)} demonstration transitions, plans ok {lcil.get('plans_ok', 0)} / "
         f"repaired {lcil.get('plans_repaired', 0)} / rejected {lcil.get('plans_rejected', 0)}, "
         f"{summary.get('pretrain_steps', 0)} imitation steps"
     )
