@@ -54,6 +54,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{s['env_steps']} env steps in {s['wall_s']:.0f}s; LLM: {s['llm_calls']} calls, "
         f"{s['llm_cache_hits']} cache hits, {s['llm_failures']} failures ({s.get('llm_backend')})"
     )
+    for line in method_lines(s):
+        print(line)
     print(f"results: {result.run_dir}/summary.json   metrics: {result.run_dir}/metrics.jsonl")
     if not args.no_plot:
         from guidedrl.compare import plot_runs
@@ -62,6 +64,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         png = plot_runs([result.run_dir], result.run_dir / "learning_curve.png", title=f"{s['env']} - {s['algo']} - {methods}")
         print(f"plot:    {png}")
     return 0
+
+
+def method_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per method of a run: what it counted (``summary["method_counters"]``)."""
+    lines = []
+    for method, counts in (summary.get("method_counters") or {}).items():
+        shown = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in counts.items()) or "nothing counted"
+        lines.append(f"  {method}: {shown}")
+    return lines
 
 
 def _plugin_rows() -> dict[str, list[dict[str, Any]]]:

@@ -50,6 +50,14 @@ class RunContext:
         self.counters: collections.Counter[str] = collections.Counter()
         self._llm: Any = None
 
+    # -- counters ----------------------------------------------------------------------------
+    def method_counters(self) -> dict[str, dict[str, int]]:
+        """What each method of the run counted, ``{"ultra": {"critical_states": 12, ...}}``, in the
+        run's method order (a method that counted nothing has ``{}``): the counters a method names
+        ``"<method>/<what>"`` (``ctx.counters["ultra/critical_states"] += n``). ``summary.json`` holds
+        them under ``method_counters``; ``guidedrl run`` prints a line per method."""
+        return counters_by_method(self.counters, self.methods)
+
     # -- plugins -----------------------------------------------------------------------------
     def method_config(self, name: str) -> Any:
         """The config object of method ``name`` (its ``Config`` instance), or ``None``."""
@@ -110,3 +118,13 @@ class RunContext:
         """Log a scalar at the current env step (TensorBoard + metrics.jsonl)."""
         if self.logger is not None:
             self.logger.scalar(name, float(value), self.env_steps)
+
+
+def counters_by_method(counters: dict[str, Any], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """The ``"<method>/<what>"`` entries of ``counters`` grouped by method, names sorted."""
+    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for key in sorted(counters):
+        method, sep, what = key.partition("/")
+        if sep and method in out:
+            out[method][what] = counters[key]
+    return out

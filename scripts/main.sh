@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the main job: a guided training run, offline, on the embedded
-# defaults (the `simulated` LLM, the SQLite cache, a local run directory).
+# Set up (idempotent; the main layer only, no llama.cpp build) and run the main job, offline: a
+# sub-optimal PPO policy trained on with and without ULTRA-RA guidance (the `simulated` LLM) from
+# the same checkpoint, 2 seeds, then `guidedrl compare`. See scripts/demo.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-out=${1:-runs/main-ultra-cartpole}
-exec .venv/bin/guidedrl run --env CartPole-v1 --algo ppo --steps 30000 --seed 0 \
-  --methods ultra --set ultra.variant=ra --llm simulated --out "$out"
+exec .venv/bin/python scripts/demo.py "$@"

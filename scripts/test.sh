@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite, slow tests included.
+# Set up (idempotent; the main layer plus the test tools and the llama.cpp layer) and run the whole
+# test suite, slow tests included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh llamacpp
 exec .venv/bin/python -m pytest "$@"

@@ -170,6 +170,7 @@ def train(
                 "seed": config.seed,
                 "device": str(device),
                 "counters": dict(ctx.counters),
+                "method_counters": ctx.method_counters(),
                 "host": platform.node(),
                 "pid": os.getpid(),
             }

@@ -49,8 +49,8 @@ def _llama_cpp() -> Any:
     except ImportError as exc:
         raise ConfigError(
             "the llamacpp backend needs llama-cpp-python, which is not importable "
-            f"({exc}). Run scripts/setup.sh (it builds a portable wheel), or "
-            "`pip install llama-cpp-python`."
+            f"({exc}). Run `bash scripts/setup.sh llamacpp` (it builds a portable wheel), or "
+            "`pip install 'guidedrl-llm-llamacpp[llama]'`."
         ) from exc
     return llama_cpp
 

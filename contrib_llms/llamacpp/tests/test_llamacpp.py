@@ -21,7 +21,7 @@ def require_llama_cpp() -> None:
     try:
         import llama_cpp  # noqa: F401
     except ImportError as exc:  # CI installs it: a missing build is a failure, not a skip
-        pytest.fail(f"llama-cpp-python is not importable ({exc}); run scripts/setup.sh, which builds it")
+        pytest.fail(f"llama-cpp-python is not importable ({exc}); run `bash scripts/setup.sh llamacpp`, which builds it")
 
 
 @pytest.fixture(scope="module")
@@ -112,5 +112,5 @@ def test_gemma_suggests_a_legal_cartpole_action_end_to_end(models_dir, monkeypat
 
 def test_missing_llama_cpp_names_the_setup_script(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "llama_cpp", None)  # makes `import llama_cpp` fail
-    with pytest.raises(ConfigError, match="scripts/setup.sh"):
+    with pytest.raises(ConfigError, match="bash scripts/setup.sh llamacpp"):
         make_llamacpp(model="gemma3-270m")
