@@ -204,7 +204,10 @@ def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tu
         c = config.dqn
         net = Net(state_shape=state_shape, action_shape=int(act_space.n), hidden_sizes=c.hidden).to(device)
         dqn_policy = DiscreteQLearningPolicy(
-            model=net, action_space=act_space, eps_training=c.eps_train, eps_inference=c.eps_test
+            model=net,
+            action_space=act_space,
+            eps_training=c.eps_train_start if c.eps_decay_steps else c.eps_train,
+            eps_inference=c.eps_test,
         )
         algo = GuidedDQN(
             policy=dqn_policy,
@@ -247,6 +250,28 @@ def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tu
         n_step_return_horizon=c.n_step,
     )
     return algo, "policy_optim"
+
+
+def apply_schedules(algorithm: Algorithm, config: RunConfig, env_steps: int) -> None:
+    """Set the scheduled hyper-parameters for the env steps done so far: PPO's linear learning rate
+    and clip range (``lr_schedule``, ``clip_schedule``), DQN's exploration decay (``eps_decay_steps``).
+
+    Computed from ``env_steps`` alone rather than by a torch LR scheduler, so a resumed run continues
+    the schedule without scheduler state in its checkpoint.
+    """
+    if config.algo == "ppo":
+        c = config.ppo
+        remaining = max(0.0, 1.0 - env_steps / config.steps)  # SB3's "progress remaining"
+        if c.lr_schedule == "linear":
+            optim = getattr(algorithm.optim, "_inner", algorithm.optim)  # under the guidance wrapper
+            for group in optim._optim.param_groups:
+                group["lr"] = c.lr * remaining
+        if c.clip_schedule == "linear":
+            algorithm.eps_clip = c.eps_clip * remaining  # type: ignore[attr-defined]
+    elif config.algo == "dqn" and config.dqn.eps_decay_steps:
+        c = config.dqn
+        frac = min(1.0, env_steps / c.eps_decay_steps)
+        algorithm.policy.set_eps_training(c.eps_train_start + frac * (c.eps_train - c.eps_train_start))  # type: ignore[attr-defined]
 
 
 def imitation_loss(algorithm: Algorithm, obs: Any, act: Any) -> torch.Tensor:
