@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,7 @@ def main() -> None:
     parser.add_argument("--extended", action="store_true", help="add " + ", ".join(EXTENDED))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--jobs", type=int, default=1, help="children at a time (2: both libraries of a seed together)")
     parser.add_argument("--child", nargs=3, metavar=("LIB", "TASK", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -261,19 +263,24 @@ def main() -> None:
     results: dict[str, Any] = {}
     t_start = time.time()
     for name in names:
-        runs: dict[str, list[dict[str, Any]]] = {"guidedrl": [], "sb3": []}
-        for seed in range(args.seeds):
-            order = ["guidedrl", "sb3"] if seed % 2 == 0 else ["sb3", "guidedrl"]
-            for lib in order:
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--child", lib, name, str(seed)], capture_output=True, text=True
-                )
-                if proc.returncode != 0:
-                    sys.exit(f"{lib} {name} seed {seed} failed:\n{proc.stderr[-3000:]}")
-                runs[lib].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-                r = runs[lib][-1]
-                print(f"  {name} seed {seed} {lib:8s} final {r['curve'][-1][1]:8.1f}  train CPU {r['train_cpu_s']:6.1f} s",
-                      file=sys.stderr)
+        # Interleaved: seed by seed, the libraries alternating which starts first; with --jobs 2 the
+        # two libraries of a seed run at the same time and so see the same load.
+        jobs = [(lib, seed) for seed in range(args.seeds) for lib in (("guidedrl", "sb3") if seed % 2 == 0 else ("sb3", "guidedrl"))]
+        done: dict[tuple[str, int], dict[str, Any]] = {}
+
+        def child(job: tuple[str, int], name: str = name) -> None:
+            lib, seed = job
+            proc = subprocess.run([sys.executable, __file__, "--child", lib, name, str(seed)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{lib} {name} seed {seed} failed:\n{proc.stderr[-3000:]}")
+            done[job] = r = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"  {name} seed {seed} {lib:8s} final {r['curve'][-1][1]:8.1f}  train CPU {r['train_cpu_s']:6.1f} s",
+                  file=sys.stderr, flush=True)
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for future in [pool.submit(child, job) for job in jobs]:
+                future.result()
+        runs = {lib: [done[(lib, seed)] for seed in range(args.seeds)] for lib in ("guidedrl", "sb3")}
         results[name] = {
             "task": attrs.asdict(ALL[name]),
             "runs": runs,
@@ -284,7 +291,7 @@ def main() -> None:
     print("\n" + table)
     (out / "README.md").write_text(
         "# guidedrl vs Stable-Baselines3 (unguided baselines)\n\n"
-        f"Produced by `nice -n 10 python benchmarks/baselines.py` ({args.seeds} seeds, {time.time() - t_start:.0f} s wall "
+        f"Produced by `nice -n 10 python benchmarks/baselines.py --jobs {args.jobs}` ({args.seeds} seeds, {time.time() - t_start:.0f} s wall "
         "on a shared 2-core machine). guidedrl: `guidedrl run --env ENV --algo ALGO` with its preset (`--preset auto`); "
         "SB3: the rl-baselines3-zoo settings the presets were taken from. Same env-step budget and evaluation "
         "schedule for both (see `results.json` for each task's settings and every learning curve). "

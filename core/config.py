@@ -84,6 +84,13 @@ class PPOConfig:
     max_grad_norm: float = attrs.field(default=0.5, validator=_pos)
     advantage_normalization: bool = False
     """Normalise advantages (per minibatch; per batch over the policy's own steps when actions are advised)."""
+    activation: Literal["auto", "tanh", "relu"] = attrs.field(default="auto", validator=_choice("auto", "tanh", "relu"))
+    """Hidden-layer activation of actor and critic; ``auto``: ReLU for discrete actions, Tanh for
+    continuous ones."""
+    init: Literal["orthogonal", "ppo"] = attrs.field(default="orthogonal", validator=_choice("orthogonal", "ppo"))
+    """Weight init: ``orthogonal`` (gain 1 everywhere), or ``ppo``, the usual PPO choice (SB3,
+    CleanRL): gain sqrt(2) in hidden layers, 0.01 on the policy output (a near-uniform first policy)
+    and 1 on the value output."""
 
 
 @attrs.frozen(kw_only=True)

@@ -146,3 +146,55 @@ def test_a_preset_that_sets_something_else_than_algorithm_and_training_tables_is
     with pytest.raises(ConfigError, match=r"sets 'llm'.*\[train\]"):
         presets.available()
 
+
+
+def _algorithm(data):
+    import gymnasium as gym
+    import torch
+
+    from guidedrl.runner.algorithms import build_algorithm
+
+    config = from_dict(data)
+    env = gym.make(config.env)
+    try:
+        return build_algorithm(config, env, torch.device("cpu"))[0], config
+    finally:
+        env.close()
+
+
+def test_ppo_linear_schedules_fall_to_zero_over_the_run_and_constant_ones_stay():
+    from guidedrl.runner.algorithms import apply_schedules
+
+    algorithm, config = _algorithm({"env": "CartPole-v1", "algo": "ppo", "steps": 1000, "ppo": {"lr": 1e-3, "eps_clip": 0.2}})
+    lrs = []
+    for steps in (0, 250, 1000):
+        apply_schedules(algorithm, config, steps)
+        lrs.append((algorithm.optim._optim.param_groups[0]["lr"], algorithm.eps_clip))
+    assert lrs == [pytest.approx((1e-3, 0.2)), pytest.approx((0.75e-3, 0.15)), (0.0, 0.0)]
+    plain, config = _algorithm({"env": "CartPole-v1", "algo": "ppo", "steps": 1000, "preset": "none"})
+    apply_schedules(plain, config, 500)
+    assert (plain.optim._optim.param_groups[0]["lr"], plain.eps_clip) == (1e-3, 0.2)
+
+
+def test_dqn_exploration_decays_linearly_then_stays():
+    from guidedrl.runner.algorithms import apply_schedules
+
+    algorithm, config = _algorithm({"env": "CartPole-v1", "algo": "dqn", "dqn": {"eps_decay_steps": 1000, "eps_train": 0.1}})
+    assert algorithm.policy.eps_training == 1.0, "the first collection explores fully"
+    for steps, eps in ((500, 0.55), (1000, 0.1), (5000, 0.1)):
+        apply_schedules(algorithm, config, steps)
+        assert algorithm.policy.eps_training == pytest.approx(eps)
+
+
+def test_ppo_init_and_activation_settings_build_the_sb3_style_networks():
+    import torch
+
+    algorithm, _ = _algorithm({"env": "CartPole-v1", "algo": "ppo"})  # the preset: tanh, ppo init
+    actor, critic = algorithm.policy.actor, algorithm.critic
+    assert any(isinstance(m, torch.nn.Tanh) for m in actor.modules())
+    head = actor.last.model[0].weight
+    assert head.abs().max() < 0.05, "policy output starts near zero (gain 0.01): a near-uniform first policy"
+    assert critic.last.model[0].weight.norm() > 0.5
+    plain, _ = _algorithm({"env": "CartPole-v1", "algo": "ppo", "preset": "none"})
+    assert any(isinstance(m, torch.nn.ReLU) for m in plain.policy.actor.modules())
+    assert plain.policy.actor.last.model[0].weight.abs().max() > 0.05
