@@ -247,8 +247,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--jobs", type=int, default=1, help="children at a time (2: both libraries of a seed together)")
+    parser.add_argument("--merge", nargs="+", metavar="RESULTS_JSON", help="only write the report of these results files")
     parser.add_argument("--child", nargs=3, metavar=("LIB", "TASK", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.merge:  # results of separate invocations (e.g. one task per process) into one report
+        merged: dict[str, Any] = {}
+        for path in args.merge:
+            merged.update(json.loads(Path(path).read_text()))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        _report(merged, Path(args.out), "`benchmarks/baselines.py --merge` of separate runs (see the commit message)")
+        return
     if args.child:
         lib, name, seed = args.child[0], args.child[1], int(args.child[2])
         run = (run_guidedrl if lib == "guidedrl" else run_sb3)(ALL[name], seed)
@@ -287,15 +295,19 @@ def main() -> None:
             "summary": {lib: _summarise(ALL[name], rs) for lib, rs in runs.items()},
         }
         (out / "results.json").write_text(json.dumps(results, indent=1))  # after every task: a kill keeps what ran
+    _report(results, out, f"`nice -n 10 python benchmarks/baselines.py --jobs {args.jobs}`, {time.time() - t_start:.0f} s wall")
+
+
+def _report(results: dict[str, Any], out: Path, how: str) -> None:
     table = _table(results)
     print("\n" + table)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "README.md").write_text(
         "# guidedrl vs Stable-Baselines3 (unguided baselines)\n\n"
-        f"Produced by `nice -n 10 python benchmarks/baselines.py --jobs {args.jobs}` ({args.seeds} seeds, {time.time() - t_start:.0f} s wall "
-        "on a shared 2-core machine). guidedrl: `guidedrl run --env ENV --algo ALGO` with its preset (`--preset auto`); "
-        "SB3: the rl-baselines3-zoo settings the presets were taken from. Same env-step budget and evaluation "
-        "schedule for both (see `results.json` for each task's settings and every learning curve). "
-        "Ratios < 1 favour guidedrl.\n\n" + table
+        f"Produced by {how}, on a shared 2-core machine. guidedrl: `guidedrl run --env ENV --algo ALGO` with its "
+        "preset (`--preset auto`); SB3: the rl-baselines3-zoo settings the presets were taken from. Same env-step "
+        "budget and evaluation schedule for both (`results.json` holds each task's settings and every learning "
+        "curve). Ratios < 1 favour guidedrl.\n\n" + table
     )
 
 
