@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata as md
 import importlib.util
+import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -192,7 +193,7 @@ def header(name: str) -> str:
         f"# preset {preset.name!r} ({preset.origin}): {preset.description}",
         f"# source: {preset.source}",
         "# values from the preset (explicit settings won where they differ): "
-        + ", ".join(f"{k}={v!r}" for k, v in preset.flat().items()),
+        + ", ".join(f"{k}={json.dumps(v)}" for k, v in preset.flat().items()),
     ]
     return "\n".join(lines) + "\n"
 
