@@ -5,7 +5,8 @@ PPO and SAC run with their presets (``--preset auto``, the default: the rl-basel
 
 - PPO CartPole-v1, preset ``cartpole-v1-ppo``, 50k steps: best test return >= 475 (the env's threshold).
 - SAC Pendulum-v1, preset ``pendulum-v1-sac``: best test return >= -200 (the usual "solved" mark)
-  within SAC_STEPS env steps, stopping early once there.
+  within SAC_STEPS env steps, stopping early once there (seed 0: -1610, -772, -522, -125 at the
+  evaluations after 1k..4k steps).
 - DQN CartPole-v1 pins ``--preset none``: its 12k-step budget and thresholds were tuned for the
   plain defaults (n-step 3, eps 0.1, 8 envs); the DQN preset follows the zoo's 50k-step schedule
   (exploration decays over 8k steps), which this budget cannot judge. It is compared with SB3 in
@@ -49,11 +50,11 @@ def test_dqn_cartpole_improves_over_its_first_evaluation(tmp_path):
     assert summary["best_return"] >= 150 and summary["best_return"] >= returns[0] + 100, f"DQN CartPole test returns: {returns}"
 
 
-SAC_STEPS = 10_000
+SAC_STEPS = 8_000  # seed 0 reached -125 at the 4k-step evaluation (stops there); twice that for margin
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(180)
 def test_sac_pendulum_reaches_minus_200_with_its_preset(tmp_path):
     sets = ["train.epoch_steps=1000", "train.test_episodes=5", "train.stop_return=-200"]
     summary, returns = _run(
