@@ -140,6 +140,7 @@ def arm_guidedrl(steps: int, seed: int, noop: bool) -> float:
         {
             "env": "CartPole-v1",
             "algo": "ppo",
+            "preset": "none",  # the arms must train the same PPO; the CartPole preset would change the settings
             "steps": max(1, steps // EPOCH_STEPS) * EPOCH_STEPS,
             "seed": seed,
             "out": out,

@@ -1,4 +1,8 @@
-"""The ``guidedrl`` command: run, sweep, eval, compare, and list plugins, envs and LLM backends."""
+"""The ``guidedrl`` command: run, sweep, eval, compare, and list plugins, envs, LLM backends and presets.
+
+Every subcommand imports what it needs inside its function: ``guidedrl --help`` and the listings
+must not pay for torch, Tianshou or LLM client libraries (``tests/test_core_cli_fast.py``).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "seed": args.seed,
         "out": args.out,
+        "preset": args.preset,
     }
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.methods is not None:
@@ -76,6 +81,13 @@ def method_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _plugin_rows() -> dict[str, list[dict[str, Any]]]:
+    from guidedrl.plugins import cached_listing
+
+    return cached_listing(_load_plugin_rows)
+
+
+def _load_plugin_rows() -> dict[str, list[dict[str, Any]]]:
+    """Import every plugin and list what it registers (slow: methods may import torch)."""
     from guidedrl.plugins import discover, guidance_hooks_of
     from guidedrl.registry import ENVS, LLMS
 
@@ -142,6 +154,22 @@ def _cmd_list(kind: str) -> Any:
     return run
 
 
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from guidedrl.presets import available
+
+    rows = [
+        {"name": p.name, "env": p.env, "algo": p.algo, "origin": p.origin, "description": p.description,
+         "source": p.source, "settings": p.settings}
+        for p in sorted(available().values(), key=lambda p: (p.env, p.algo, p.name))
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table("presets (`guidedrl run --env ENV --algo ALGO` picks the matching one)", rows,
+                     ["name", "env", "algo", "origin", "description"])
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from guidedrl.evaluate import evaluate_run
 
@@ -170,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--algo", choices=["ppo", "dqn", "sac"])
     run.add_argument("--steps", type=int, help="training env steps")
     run.add_argument("--seed", type=int)
+    run.add_argument(
+        "--preset",
+        help="hyper-parameter preset under the config: auto (default: the one for env and algo), none, "
+        "or a name from `guidedrl presets`; explicit settings always win",
+    )
     run.add_argument("--out", help="the run directory (default runs/<env>__<methods>__<seed>__<time>)")
     run.add_argument("--methods", help="comma-separated method ids, in order of precedence")
     run.add_argument("--llm", help="LLM backend: simulated, openai:MODEL, llamacpp:MODEL or provider:model")
@@ -199,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(kind, help=help_text)
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=_cmd_list(kind))
+
+    pre = sub.add_parser("presets", help="hyper-parameter presets per environment and algorithm")
+    pre.add_argument("--json", action="store_true", help="also print each preset's settings")
+    pre.set_defaults(func=_cmd_presets)
 
     ev = sub.add_parser("eval", help="evaluate a run's last checkpoint")
     ev.add_argument("run_dir")

@@ -4,6 +4,10 @@ A config file is TOML. Top-level keys are :class:`RunConfig` fields; tables are 
 (``[train]``, ``[ppo]``, ``[llm]``, ...); any other table is the settings of a method named in
 ``methods`` (``[ultra]`` → ``ultra.variant = "ra"``). The resolved config of every run is saved as
 ``config.toml`` in its run directory, and ``guidedrl run RUN_DIR/config.toml`` runs it again.
+
+Under the user's settings lies a hyper-parameter preset (:mod:`guidedrl.presets`), chosen by
+``preset`` (``auto``: the one for the run's env and algo). Anything the user sets wins over it; the
+saved config names the preset and holds every resolved value.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ class PPOConfig:
     """PPO (discrete or continuous actions)."""
 
     lr: float = attrs.field(default=1e-3, validator=_pos)
+    lr_schedule: Literal["constant", "linear"] = attrs.field(default="constant", validator=_choice("constant", "linear"))
+    """``linear``: the learning rate falls from ``lr`` to 0 over the run's ``steps`` (as SB3's ``lin_``
+    schedules: set before each update from the env steps done, so a resumed run continues it)."""
     hidden: tuple[int, ...] = (64, 64)
     steps_per_collect: int = attrs.field(default=1024, validator=_pos)
     """Env steps gathered before each update."""
@@ -75,11 +82,20 @@ class PPOConfig:
     gamma: float = attrs.field(default=0.99, validator=_prob)
     gae_lambda: float = attrs.field(default=0.95, validator=_prob)
     eps_clip: float = attrs.field(default=0.2, validator=_pos)
+    clip_schedule: Literal["constant", "linear"] = attrs.field(default="constant", validator=_choice("constant", "linear"))
+    """``linear``: the clip range falls from ``eps_clip`` to 0 over the run's ``steps`` (like ``lr_schedule``)."""
     ent_coef: float = attrs.field(default=0.0, validator=_nonneg)
     vf_coef: float = attrs.field(default=0.5, validator=_nonneg)
     max_grad_norm: float = attrs.field(default=0.5, validator=_pos)
     advantage_normalization: bool = False
     """Normalise advantages (per minibatch; per batch over the policy's own steps when actions are advised)."""
+    activation: Literal["auto", "tanh", "relu"] = attrs.field(default="auto", validator=_choice("auto", "tanh", "relu"))
+    """Hidden-layer activation of actor and critic; ``auto``: ReLU for discrete actions, Tanh for
+    continuous ones."""
+    init: Literal["orthogonal", "ppo"] = attrs.field(default="orthogonal", validator=_choice("orthogonal", "ppo"))
+    """Weight init: ``orthogonal`` (gain 1 everywhere), or ``ppo``, the usual PPO choice (SB3,
+    CleanRL): gain sqrt(2) in hidden layers, 0.01 on the policy output (a near-uniform first policy)
+    and 1 on the value output."""
 
 
 @attrs.frozen(kw_only=True)
@@ -96,6 +112,12 @@ class DQNConfig:
     steps_per_collect: int = attrs.field(default=16, validator=_pos)
     updates_per_step: float = attrs.field(default=0.1, validator=_pos)
     eps_train: float = attrs.field(default=0.1, validator=_prob)
+    """Exploration rate while training (the final one when ``eps_decay_steps`` > 0)."""
+    eps_train_start: float = attrs.field(default=1.0, validator=_prob)
+    """Exploration rate at step 0 when ``eps_decay_steps`` > 0."""
+    eps_decay_steps: int = attrs.field(default=0, validator=_nonneg)
+    """Env steps over which exploration falls linearly from ``eps_train_start`` to ``eps_train``
+    (SB3's ``exploration_fraction`` times its budget); 0 keeps ``eps_train`` throughout."""
     eps_test: float = attrs.field(default=0.0, validator=_prob)
     start_steps: int = attrs.field(default=1000, validator=_nonneg)
     """Random-policy steps before learning starts."""
@@ -212,6 +234,11 @@ class RunConfig:
 
     env: str = attrs.field(default="CartPole-v1")
     """Environment id: a registered adapter id or any Gymnasium id."""
+    preset: str = "none"
+    """Hyper-parameter preset laid under this config (``guidedrl presets`` lists them): ``auto`` picks
+    the one for (env, algo), ``none`` keeps the plain defaults, else a preset's name. Config files,
+    flags and :func:`from_dict` default to ``auto`` and store the name they chose; a ``RunConfig``
+    built directly applies no preset, hence ``none`` here."""
     env_kwargs: dict[str, Any] = attrs.field(factory=dict)
     """Keyword arguments for the adapter (and ``gym.make``)."""
     algo: Literal["ppo", "dqn", "sac"] = attrs.field(default="ppo", validator=_choice("ppo", "dqn", "sac"))
@@ -240,9 +267,12 @@ class RunConfig:
         return _drop_none(data)
 
     def save(self, path: str | Path) -> None:
-        """Write the config as TOML; refuses (before writing) a config that holds a secret."""
+        """Write the config as TOML (with a header naming its preset); refuses (before writing) a config
+        that holds a secret."""
+        from guidedrl import presets
+
         refuse_secrets(self)
-        Path(path).write_text(tomli_w.dumps(self.to_dict()))
+        Path(path).write_text(presets.header(self.preset) + tomli_w.dumps(self.to_dict()))
 
 
 _SECRET_KEY = re.compile(
@@ -372,7 +402,15 @@ def from_dict(data: Mapping[str, Any]) -> RunConfig:
                 f"If [{key}] holds a method's settings, add {key!r} to `methods`."
             )
     data["method_config"] = method_config
+    data = _with_preset(data)
     return _build(RunConfig, data, "")
+
+
+def _with_preset(data: dict[str, Any]) -> dict[str, Any]:
+    from guidedrl import presets
+
+    defaults = {f.name: f.default for f in attrs.fields(RunConfig)}
+    return presets.apply(data, default_env=defaults["env"], default_algo=defaults["algo"])
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
 import pluggy
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: `import guidedrl` stays free of numpy, torch and Tianshou
+    import numpy as np
     from tianshou.data import Batch
 
     from guidedrl.context import RunContext

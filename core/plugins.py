@@ -8,16 +8,23 @@ Environment variables:
 - ``GUIDEDRL_PLUGINS``: comma-separated entry-point names (or distribution names) allowed to load;
   unset means all installed plugins.
 - ``GUIDEDRL_TRACE_PLUGINS``: set to ``1`` to print every hook call and result to stderr.
+- ``GUIDEDRL_CACHE_DIR``: where ``guidedrl plugins`` keeps its listing (``plugins.json``; default
+  ``~/.cache/guidedrl``), see :func:`cached_listing`.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata as md
+import importlib.util
 import inspect
+import json
 import os
+import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -288,3 +295,79 @@ def reset_registries() -> None:
 
     registry.ENVS.clear()
     registry.LLMS.clear()
+
+
+# -- the listing of `guidedrl plugins`, without importing plugins when nothing changed -----------
+#
+# What a plugin registers (env ids, LLM backends, a method's hooks) is only known by importing it,
+# and importing e.g. ULTRA pulls torch and Tianshou (seconds). The listing is therefore kept in a
+# small JSON file keyed by everything it depends on: each entry point (name, target, distribution,
+# version) and the size and mtime of every source file of its package (found with find_spec, which
+# does not import), and the core's own files. Hand-written because it is only a dict in a file.
+
+
+def _package_signature(target: str) -> list[Any]:
+    top = target.split(":", 1)[0].split(".", 1)[0]
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return [top, None]
+    roots = list(spec.submodule_search_locations or []) or ([spec.origin] if spec.origin else [])
+    files = []
+    for root in roots:
+        if os.path.isfile(root):
+            st = os.stat(root)
+            files.append([root, st.st_mtime_ns, st.st_size])
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                if name.endswith((".py", ".toml", ".json")):
+                    path = os.path.join(dirpath, name)
+                    st = os.stat(path)
+                    files.append([path, st.st_mtime_ns, st.st_size])
+    return [top, files]
+
+
+def listing_key() -> str:
+    """A digest of everything the plugin listing depends on (see above)."""
+    from guidedrl import __version__
+
+    parts: list[Any] = [__version__, sys.executable, os.environ.get(ALLOW_ENV), _package_signature("guidedrl")]
+    for kind in GROUPS:
+        for name, info in sorted(discover(kind).items()):
+            parts.append([kind, name, info.value, info.dist, info.version, _package_signature(info.value)])
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def listing_cache_path() -> Path:
+    base = os.environ.get("GUIDEDRL_CACHE_DIR") or Path.home() / ".cache" / "guidedrl"
+    return Path(base) / "plugins.json"
+
+
+def cached_listing(compute: Callable[[], dict[str, list[dict[str, Any]]]]) -> dict[str, list[dict[str, Any]]]:
+    """``compute()``'s rows, read from the cache file when no plugin changed since it was written.
+
+    A listing in which a plugin failed to import is not kept (installing its missing dependency
+    changes no file of the plugin). An unwritable cache directory only costs the speed-up.
+    """
+    key = listing_key()
+    path = listing_cache_path()
+    try:
+        cached = json.loads(path.read_text())
+        if isinstance(cached, dict) and cached.get("key") == key:
+            return cached["rows"]
+    except (OSError, ValueError, KeyError):
+        pass
+    rows = compute()
+    if not any("error" in row for group in rows.values() for row in group):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"key": key, "rows": rows}))
+            tmp.replace(path)
+        except OSError:
+            pass
+    return rows

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # only an annotation here: importing the hook values must not pull torch
+    import torch
 
 
 @attrs.frozen(kw_only=True)

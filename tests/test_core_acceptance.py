@@ -1,14 +1,16 @@
 """Acceptance: the three built-in algorithms learn their reference tasks through ``guidedrl run``.
 
-Budgets are chosen to pass reliably in under a minute each on two CPU cores:
+PPO and SAC run with their presets (``--preset auto``, the default: the rl-baselines3-zoo settings,
+``core/presets/``); budgets are chosen to pass reliably in about a minute each on two idle CPU cores:
 
-- PPO CartPole-v1, the default config, 50k steps: best test return >= 475 (the env's threshold).
-- DQN CartPole-v1, 12k steps (``train.epoch_steps=2000``): best test return >= 150 and at least 100
-  above the first evaluation.
-- SAC Pendulum-v1 does not reliably reach the usual -200 within a minute here, so it must improve
-  by more than 500 over its first evaluation (an untrained policy scores about -1000 to -1600) in
-  3k steps with 4 envs, one update per env step, lr 3e-3, [64, 64] networks and 500 random warm-up
-  steps (seeds 0 and 1 improved by about 1100 and 1400 when this was tuned).
+- PPO CartPole-v1, preset ``cartpole-v1-ppo``, 50k steps: best test return >= 475 (the env's threshold).
+- SAC Pendulum-v1, preset ``pendulum-v1-sac``: best test return >= -200 (the usual "solved" mark)
+  within SAC_STEPS env steps, stopping early once there (seed 0: -1610, -772, -522, -125 at the
+  evaluations after 1k..4k steps).
+- DQN CartPole-v1 pins ``--preset none``: its 12k-step budget and thresholds were tuned for the
+  plain defaults (n-step 3, eps 0.1, 8 envs); the DQN preset follows the zoo's 50k-step schedule
+  (exploration decays over 8k steps), which this budget cannot judge. It is compared with SB3 in
+  ``benchmarks/baselines.py`` instead.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def _run(tmp_path, *argv: str) -> tuple[dict, list[float]]:
 @pytest.mark.timeout(180)
 def test_ppo_cartpole_reaches_475(tmp_path):
     summary, returns = _run(tmp_path, "--env", "CartPole-v1", "--algo", "ppo", "--steps", "50000", "--seed", "0")
+    assert 'preset = "cartpole-v1-ppo"' in (tmp_path / "run" / "config.toml").read_text()
     assert summary["env_steps"] >= 50000
     assert summary["best_return"] >= 475, f"PPO CartPole test returns: {returns}"
 
@@ -41,20 +44,22 @@ def test_ppo_cartpole_reaches_475(tmp_path):
 @pytest.mark.timeout(180)
 def test_dqn_cartpole_improves_over_its_first_evaluation(tmp_path):
     summary, returns = _run(
-        tmp_path, "--env", "CartPole-v1", "--algo", "dqn", "--steps", "12000", "--seed", "0", "--set", "train.epoch_steps=2000"
+        tmp_path, "--env", "CartPole-v1", "--algo", "dqn", "--steps", "12000", "--seed", "0", "--set", "train.epoch_steps=2000",
+        "--preset", "none",
     )
     assert summary["best_return"] >= 150 and summary["best_return"] >= returns[0] + 100, f"DQN CartPole test returns: {returns}"
 
 
+SAC_STEPS = 8_000  # seed 0 reached -125 at the 4k-step evaluation (stops there); twice that for margin
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_sac_pendulum_improves_over_its_first_evaluation(tmp_path):
-    sets = [
-        "train.epoch_steps=500", "train.num_envs=4", "train.num_test_envs=4", "train.test_episodes=4",
-        "sac.start_steps=500", "sac.steps_per_collect=8", "sac.updates_per_step=1.0", "sac.hidden=[64, 64]",
-        "sac.batch_size=128", "sac.actor_lr=3e-3", "sac.critic_lr=3e-3",
-    ]
+def test_sac_pendulum_reaches_minus_200_with_its_preset(tmp_path):
+    sets = ["train.epoch_steps=1000", "train.test_episodes=5", "train.stop_return=-200"]
     summary, returns = _run(
-        tmp_path, "--env", "Pendulum-v1", "--algo", "sac", "--steps", "3000", "--seed", "0", *[a for s in sets for a in ("--set", s)]
+        tmp_path, "--env", "Pendulum-v1", "--algo", "sac", "--steps", str(SAC_STEPS), "--seed", "0",
+        *[a for s in sets for a in ("--set", s)],
     )
-    assert summary["best_return"] - returns[0] > 500, f"SAC Pendulum test returns: {returns}"
+    assert 'preset = "pendulum-v1-sac"' in (tmp_path / "run" / "config.toml").read_text()
+    assert summary["best_return"] >= -200, f"SAC Pendulum test returns: {returns}"

@@ -263,7 +263,9 @@ def test_hook_refine_action_advised_steps_get_zero_advantage_in_ppo(tmp_path):
     assert own.std(ddof=1) == pytest.approx(1.0, abs=1e-3)
     # Without normalisation, the own steps keep exactly the unguided advantages.
     plain_b = plain._preprocess_batch(copy.deepcopy(batch), buffer, indices)
-    raw, _ = guided_algorithm(tmp_path / "raw", "ppo", "CartPole-v1", {"adv": AlwaysAction(1, envs=(0,))})
+    raw, _ = guided_algorithm(
+        tmp_path / "raw", "ppo", "CartPole-v1", {"adv": AlwaysAction(1, envs=(0,))}, ppo={"advantage_normalization": False}
+    )  # explicit: the CartPole preset normalises advantages
     raw.load_state_dict(plain.state_dict())
     raw_b = raw._preprocess_batch(copy.deepcopy(batch), buffer, indices)
     np.testing.assert_allclose(_np(raw_b.adv)[~advised], _np(plain_b.adv)[~advised], atol=1e-6)

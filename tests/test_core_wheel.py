@@ -27,9 +27,10 @@ sys.path[:] = [p for p in sys.path if not _source(p)]
 try:
     import importlib.util
     assert importlib.util.find_spec("guidedrl") is not None
-    import guidedrl, guidedrl.runner, guidedrl.cli, guidedrl.runner.single
+    import guidedrl, guidedrl.runner, guidedrl.cli, guidedrl.runner.single, guidedrl.presets
     print(json.dumps({"file": guidedrl.__file__, "version": guidedrl.__version__,
-                      "parser": guidedrl.cli.build_parser().prog}))
+                      "parser": guidedrl.cli.build_parser().prog,
+                      "presets": sorted(guidedrl.presets.available())}))
 except Exception as exc:
     print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
 """.strip()
@@ -58,9 +59,12 @@ def test_core_wheel_installs_and_imports_outside_the_source_tree(tmp_path):
     sources = {str(p.relative_to(src / "core")) for p in (src / "core").rglob("*.py")}
     with zipfile.ZipFile(wheel) as zf:
         packaged = {n[len("guidedrl/"):] for n in zf.namelist() if n.startswith("guidedrl/") and n.endswith(".py")}
+        preset_files = {n[len("guidedrl/presets/"):] for n in zf.namelist() if n.startswith("guidedrl/presets/") and n.endswith(".toml")}
         entry_points = next(zf.read(n).decode() for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt"))
     assert sources <= packaged, f"modules missing from the wheel: {sorted(sources - packaged)}"
     assert "guidedrl = guidedrl.cli:main" in entry_points
+    shipped = {p.name for p in (src / "core" / "presets").glob("*.toml")}
+    assert shipped and shipped <= preset_files, f"preset files missing from the wheel: {sorted(shipped - preset_files)}"
 
     target = tmp_path / "target"
     install = subprocess.run(
@@ -82,6 +86,7 @@ def test_core_wheel_installs_and_imports_outside_the_source_tree(tmp_path):
     assert "error" not in result, result
     assert Path(result["file"]).resolve().is_relative_to(target.resolve()), result["file"]
     assert result["parser"] == "guidedrl"
+    assert {p.removesuffix(".toml") for p in shipped} <= set(result["presets"])
     import guidedrl
 
     assert result["version"] == guidedrl.__version__

@@ -146,6 +146,22 @@ def _orthogonal_init(*modules: torch.nn.Module) -> None:
                 torch.nn.init.zeros_(m.bias)
 
 
+def _ppo_init(actor: torch.nn.Module, critic: torch.nn.Module) -> None:
+    """Orthogonal gains as SB3 and CleanRL set them for PPO: sqrt(2) in hidden layers, 0.01 on the
+    policy output, 1 on the value output (biases stay 0)."""
+    for net in (actor.preprocess, critic.preprocess):  # type: ignore[union-attr]
+        for m in net.modules():
+            if isinstance(m, torch.nn.Linear):
+                torch.nn.init.orthogonal_(m.weight, gain=float(np.sqrt(2)))
+    head = getattr(actor, "last", None) or actor.mu  # type: ignore[union-attr]
+    for m in head.modules():
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.orthogonal_(m.weight, gain=0.01)
+    for m in critic.last.modules():  # type: ignore[union-attr]
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.orthogonal_(m.weight, gain=1.0)
+
+
 def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[Algorithm, str]:
     """A guided Tianshou algorithm for ``config.algo`` and the env's spaces, and the name of the
     attribute holding its policy optimiser."""
@@ -164,19 +180,22 @@ def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tu
 
     if config.algo == "ppo":
         c = config.ppo
+        act_fn = {"auto": torch.nn.ReLU if discrete else torch.nn.Tanh, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[c.activation]
         if discrete:
-            actor = DiscreteActor(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden), action_shape=int(act_space.n))
-            critic = DiscreteCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden))
+            actor = DiscreteActor(
+                preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn), action_shape=int(act_space.n)
+            )
+            critic = DiscreteCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn))
             policy: ProbabilisticActorPolicy = DiscreteActorPolicy(
                 actor=actor, dist_fn=torch.distributions.Categorical, action_space=act_space, deterministic_eval=True
             )
         else:
             actor = ContinuousActorProbabilistic(
-                preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=torch.nn.Tanh),
+                preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn),
                 action_shape=act_space.shape,
                 unbounded=True,
             )
-            critic = ContinuousCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=torch.nn.Tanh))
+            critic = ContinuousCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn))
 
             def dist_fn(loc_scale: tuple[torch.Tensor, torch.Tensor]) -> torch.distributions.Distribution:
                 loc, scale = loc_scale
@@ -186,6 +205,8 @@ def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tu
                 actor=actor, dist_fn=dist_fn, action_space=act_space, deterministic_eval=True, action_bound_method="clip"
             )
         _orthogonal_init(actor, critic)
+        if c.init == "ppo":
+            _ppo_init(actor, critic)
         actor.to(device), critic.to(device)
         algo: Algorithm = GuidedPPO(
             policy=policy,
@@ -204,7 +225,10 @@ def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tu
         c = config.dqn
         net = Net(state_shape=state_shape, action_shape=int(act_space.n), hidden_sizes=c.hidden).to(device)
         dqn_policy = DiscreteQLearningPolicy(
-            model=net, action_space=act_space, eps_training=c.eps_train, eps_inference=c.eps_test
+            model=net,
+            action_space=act_space,
+            eps_training=c.eps_train_start if c.eps_decay_steps else c.eps_train,
+            eps_inference=c.eps_test,
         )
         algo = GuidedDQN(
             policy=dqn_policy,
@@ -247,6 +271,28 @@ def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tu
         n_step_return_horizon=c.n_step,
     )
     return algo, "policy_optim"
+
+
+def apply_schedules(algorithm: Algorithm, config: RunConfig, env_steps: int) -> None:
+    """Set the scheduled hyper-parameters for the env steps done so far: PPO's linear learning rate
+    and clip range (``lr_schedule``, ``clip_schedule``), DQN's exploration decay (``eps_decay_steps``).
+
+    Computed from ``env_steps`` alone rather than by a torch LR scheduler, so a resumed run continues
+    the schedule without scheduler state in its checkpoint.
+    """
+    if config.algo == "ppo":
+        c = config.ppo
+        remaining = max(0.0, 1.0 - env_steps / config.steps)  # SB3's "progress remaining"
+        if c.lr_schedule == "linear":
+            optim = getattr(algorithm.optim, "_inner", algorithm.optim)  # under the guidance wrapper
+            for group in optim._optim.param_groups:
+                group["lr"] = c.lr * remaining
+        if c.clip_schedule == "linear":
+            algorithm.eps_clip = c.eps_clip * remaining  # type: ignore[attr-defined]
+    elif config.algo == "dqn" and config.dqn.eps_decay_steps:
+        c = config.dqn
+        frac = min(1.0, env_steps / c.eps_decay_steps)
+        algorithm.policy.set_eps_training(c.eps_train_start + frac * (c.eps_train - c.eps_train_start))  # type: ignore[attr-defined]
 
 
 def imitation_loss(algorithm: Algorithm, obs: Any, act: Any) -> torch.Tensor:

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from guidedrl.records import restore_replay_buffer
 from guidedrl.runner import hooks, seeding
-from guidedrl.runner.algorithms import build_algorithm, imitation_loss
+from guidedrl.runner.algorithms import apply_schedules, build_algorithm, imitation_loss
 from guidedrl.runner.collector import GuidedCollector
 from guidedrl.runner.vector import make_vector_env
 
@@ -120,6 +120,7 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
         train_collector.pop_finished()
     pbar = tqdm(total=cfg.steps, initial=env_steps, desc=f"{cfg.env} {cfg.algo}", unit="step", disable=not progress)
     while env_steps < cfg.steps and not stopped_early:
+        apply_schedules(algorithm, cfg, env_steps)  # exploration for this collection (also after --resume)
         with policy_within_training_step(algorithm.policy):
             with torch.no_grad():
                 stats = train_collector.collect(n_step=algo_cfg.steps_per_collect)
@@ -131,6 +132,7 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
                 episodes = train_collector.pop_finished()
                 if episodes:
                     hooks.identify_critical_states(ctx, episodes)
+            apply_schedules(algorithm, cfg, env_steps)  # learning rate and clip range for this update
             if on_policy:
                 hooks.begin_update(ctx)
                 update_stats = algorithm.update(buffer=buffer, batch_size=algo_cfg.batch_size, repeat=algo_cfg.repeat)

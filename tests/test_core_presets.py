@@ -1,0 +1,200 @@
+"""Hyper-parameter presets: chosen per (env, algo), laid under the user's settings, saved with the run."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+
+from guidedrl import presets
+from guidedrl.cli import main
+from guidedrl.config import PPOConfig, RunConfig, TrainConfig, apply_overrides, from_dict, load
+from guidedrl.errors import ConfigError
+
+SHIPPED = {("cartpole-v1-ppo", "CartPole-v1", "ppo"), ("cartpole-v1-dqn", "CartPole-v1", "dqn"), ("pendulum-v1-sac", "Pendulum-v1", "sac")}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_presets():
+    presets.available.cache_clear()
+    yield
+    presets.available.cache_clear()
+
+
+def test_core_ships_the_classic_presets_each_citing_its_source():
+    found = {(p.name, p.env, p.algo) for p in presets.available().values()}
+    assert SHIPPED <= found
+    for name, _, _ in SHIPPED:
+        preset = presets.available()[name]
+        assert preset.source.startswith("https://github.com/DLR-RM/rl-baselines3-zoo/")
+        assert "Source: https://" in preset.path.read_text(), f"{name}: cite the source in the file"
+
+
+@pytest.mark.parametrize(("name", "env", "algo"), sorted(SHIPPED))
+def test_every_shipped_preset_builds_a_valid_config(name, env, algo):
+    config = from_dict({"env": env, "algo": algo, "preset": name})
+    section = getattr(config, algo)
+    for key, value in presets.available()[name].settings[algo].items():
+        assert getattr(section, key) == (tuple(value) if isinstance(value, list) else value), key
+
+
+def test_auto_is_the_default_and_picks_the_preset_of_env_and_algo():
+    config = from_dict({"env": "CartPole-v1", "algo": "ppo"})
+    assert config.preset == "cartpole-v1-ppo"
+    assert config.train.num_envs == 8
+    assert (config.ppo.steps_per_collect, config.ppo.repeat, config.ppo.gamma, config.ppo.gae_lambda) == (256, 20, 0.98, 0.8)
+    assert (config.ppo.lr_schedule, config.ppo.clip_schedule, config.ppo.advantage_normalization) == ("linear", "linear", True)
+    assert from_dict({"env": "Pendulum-v1", "algo": "sac"}).preset == "pendulum-v1-sac"
+    assert from_dict({}).preset == "cartpole-v1-ppo", "the default env and algo get their preset too"
+
+
+def test_auto_without_a_matching_preset_keeps_the_defaults_and_says_none():
+    config = from_dict({"env": "Acrobot-v1", "algo": "ppo"})
+    assert config.preset == "none"
+    assert config.ppo == PPOConfig() and config.train == TrainConfig()
+
+
+def test_none_keeps_the_plain_defaults():
+    config = from_dict({"env": "CartPole-v1", "algo": "ppo", "preset": "none"})
+    assert config.preset == "none" and config.ppo == PPOConfig() and config.train == TrainConfig()
+
+
+def test_explicit_settings_win_over_the_preset_whatever_their_source():
+    toml_data = {"env": "CartPole-v1", "ppo": {"repeat": 3}, "train": {"num_envs": 2}}
+    config = from_dict(apply_overrides(toml_data, ["ppo.gamma=0.9"]))
+    assert (config.ppo.repeat, config.train.num_envs, config.ppo.gamma) == (3, 2, 0.9)
+    assert config.ppo.gae_lambda == 0.8 and config.preset == "cartpole-v1-ppo", "the rest still comes from the preset"
+
+
+def test_a_named_preset_for_another_algo_is_an_error_that_names_the_fix():
+    with pytest.raises(ConfigError, match="is for algo 'dqn'.*--algo dqn"):
+        from_dict({"env": "CartPole-v1", "algo": "ppo", "preset": "cartpole-v1-dqn"})
+
+
+def test_an_unknown_preset_suggests_the_close_match():
+    with pytest.raises(ConfigError, match="Did you mean 'cartpole-v1-ppo'.*guidedrl presets"):
+        from_dict({"env": "CartPole-v1", "preset": "cartpole-ppo"})
+
+
+def test_saved_config_names_the_preset_lists_its_values_and_reruns_identically(tmp_path):
+    config = from_dict({"env": "CartPole-v1", "algo": "ppo", "ppo": {"repeat": 4}})
+    config.save(tmp_path / "config.toml")
+    text = (tmp_path / "config.toml").read_text()
+    assert text.startswith("# preset 'cartpole-v1-ppo'") and "ppo.repeat=20" in text and "source: https://" in text
+    assert 'preset = "cartpole-v1-ppo"' in text and "repeat = 4" in text
+    assert from_dict(load(tmp_path / "config.toml")) == config
+
+
+def test_saved_config_reruns_identically_even_if_the_preset_changed_since(tmp_path, monkeypatch):
+    config = from_dict({"env": "CartPole-v1", "algo": "ppo"})
+    config.save(tmp_path / "config.toml")
+    changed = attrs.evolve(presets.available()["cartpole-v1-ppo"], settings={"ppo": {"repeat": 99, "lr": 0.5}})
+    monkeypatch.setitem(presets.available(), "cartpole-v1-ppo", changed)
+    assert from_dict(load(tmp_path / "config.toml")) == config, "every resolved value is in the saved file"
+
+
+def test_run_preset_flag_reaches_the_config(tmp_path, monkeypatch):
+    seen = []
+
+    def fake_train(config, **kwargs):
+        seen.append(config)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr("guidedrl.runner.train", fake_train)
+    assert main(["run", "--env", "CartPole-v1", "--preset", "none", "--out", str(tmp_path / "x")]) == 2
+    assert main(["run", "--env", "CartPole-v1", "--out", str(tmp_path / "y"), "--set", "ppo.repeat=2"]) == 2
+    assert seen[0].preset == "none" and seen[0].ppo == PPOConfig()
+    assert seen[1].preset == "cartpole-v1-ppo" and seen[1].ppo.repeat == 2
+
+
+def test_presets_command_lists_them_as_json(capsys):
+    assert main(["presets", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert {(n, rows[n]["env"], rows[n]["algo"]) for n, _, _ in SHIPPED} == SHIPPED
+    assert rows["cartpole-v1-ppo"]["settings"]["ppo"]["repeat"] == 20 and rows["cartpole-v1-ppo"]["origin"] == "guidedrl"
+
+
+ADAPTER_PRESET = """
+[preset]
+env = "Fake-v0"
+algo = "ppo"
+description = "a fake adapter's preset"
+source = "tests"
+
+[ppo]
+repeat = 7
+"""
+
+
+def test_an_env_adapter_ships_presets_in_its_package_without_being_imported(make_dist):
+    site = make_dist("guidedrl-env-fake", "1.0", entry_points={"guidedrl.envs": {"fake": "fake_presets_pkg"}})
+    pkg = site / "fake_presets_pkg"
+    (pkg / "presets").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise RuntimeError('listing presets must not import the adapter')\n")
+    (pkg / "presets" / "fake-v0-ppo.toml").write_text(ADAPTER_PRESET)
+    preset = presets.available()["fake-v0-ppo"]
+    assert preset.origin == "guidedrl-env-fake"
+    assert from_dict({"env": "Fake-v0", "algo": "ppo"}).ppo.repeat == 7
+
+
+def test_a_preset_that_sets_something_else_than_algorithm_and_training_tables_is_an_error(make_dist):
+    site = make_dist("guidedrl-env-bad", "1.0", entry_points={"guidedrl.envs": {"bad": "bad_presets_pkg"}})
+    (site / "bad_presets_pkg" / "presets").mkdir(parents=True)
+    (site / "bad_presets_pkg" / "__init__.py").write_text("")
+    (site / "bad_presets_pkg" / "presets" / "bad.toml").write_text(ADAPTER_PRESET + '\n[llm]\nbackend = "openai:x"\n')
+    with pytest.raises(ConfigError, match=r"sets 'llm'.*\[train\]"):
+        presets.available()
+
+
+
+def _algorithm(data):
+    import gymnasium as gym
+    import torch
+
+    from guidedrl.runner.algorithms import build_algorithm
+
+    config = from_dict(data)
+    env = gym.make(config.env)
+    try:
+        return build_algorithm(config, env, torch.device("cpu"))[0], config
+    finally:
+        env.close()
+
+
+def test_ppo_linear_schedules_fall_to_zero_over_the_run_and_constant_ones_stay():
+    from guidedrl.runner.algorithms import apply_schedules
+
+    algorithm, config = _algorithm({"env": "CartPole-v1", "algo": "ppo", "steps": 1000, "ppo": {"lr": 1e-3, "eps_clip": 0.2}})
+    lrs = []
+    for steps in (0, 250, 1000):
+        apply_schedules(algorithm, config, steps)
+        lrs.append((algorithm.optim._optim.param_groups[0]["lr"], algorithm.eps_clip))
+    assert lrs == [pytest.approx((1e-3, 0.2)), pytest.approx((0.75e-3, 0.15)), (0.0, 0.0)]
+    plain, config = _algorithm({"env": "CartPole-v1", "algo": "ppo", "steps": 1000, "preset": "none"})
+    apply_schedules(plain, config, 500)
+    assert (plain.optim._optim.param_groups[0]["lr"], plain.eps_clip) == (1e-3, 0.2)
+
+
+def test_dqn_exploration_decays_linearly_then_stays():
+    from guidedrl.runner.algorithms import apply_schedules
+
+    algorithm, config = _algorithm({"env": "CartPole-v1", "algo": "dqn", "dqn": {"eps_decay_steps": 1000, "eps_train": 0.1}})
+    assert algorithm.policy.eps_training == 1.0, "the first collection explores fully"
+    for steps, eps in ((500, 0.55), (1000, 0.1), (5000, 0.1)):
+        apply_schedules(algorithm, config, steps)
+        assert algorithm.policy.eps_training == pytest.approx(eps)
+
+
+def test_ppo_init_and_activation_settings_build_the_sb3_style_networks():
+    import torch
+
+    algorithm, _ = _algorithm({"env": "CartPole-v1", "algo": "ppo"})  # the preset: tanh, ppo init
+    actor, critic = algorithm.policy.actor, algorithm.critic
+    assert any(isinstance(m, torch.nn.Tanh) for m in actor.modules())
+    head = actor.last.model[0].weight
+    assert head.abs().max() < 0.05, "policy output starts near zero (gain 0.01): a near-uniform first policy"
+    assert critic.last.model[0].weight.norm() > 0.5
+    plain, _ = _algorithm({"env": "CartPole-v1", "algo": "ppo", "preset": "none"})
+    assert any(isinstance(m, torch.nn.ReLU) for m in plain.policy.actor.modules())
+    assert plain.policy.actor.last.model[0].weight.abs().max() > 0.05
