@@ -43,7 +43,9 @@ CASES = {
         ["random"] * 7 + ["final"] * 2,
     ),
     "dqn": (
-        ["--env", "CartPole-v1", "--algo", "dqn", "--steps", "1024", *SMALL, "--set", "dqn.start_steps=128",
+        # the plain defaults (no preset): this budget's kill plan is sized for 256-step collections of 4 envs
+        ["--env", "CartPole-v1", "--algo", "dqn", "--preset", "none", "--steps", "1024", *SMALL,
+         "--set", "dqn.start_steps=128",
          "--set", "dqn.buffer_size=20000"],
         1024,
         ["random"] * 4 + ["buffer"] * 3 + ["final"],

@@ -59,6 +59,7 @@ def dqn_run(tmp_path_factory) -> Path:
             {
                 "env": "CartPole-v1",
                 "algo": "dqn",
+                "preset": "none",  # the plain defaults: 128-step epochs give two checkpoint pairs
                 "steps": 256,
                 "out": str(out),
                 "train": {"num_envs": 2, "num_test_envs": 1, "test_episodes": 1, "epoch_steps": 128},

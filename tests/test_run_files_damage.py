@@ -39,6 +39,7 @@ def tiny_dqn(out: Path) -> dict:
     return {
         "env": "CartPole-v1",
         "algo": "dqn",
+        "preset": "none",  # the plain defaults: 128-step epochs give the two checkpoint pairs these tests read
         "steps": 256,
         "seed": 0,
         "out": str(out),
