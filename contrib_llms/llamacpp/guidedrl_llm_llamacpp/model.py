@@ -9,6 +9,7 @@ The LLM layer passes each question's answer schema as ``json_schema=`` (this mod
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import tempfile
@@ -110,8 +111,19 @@ def _load(path: Path, n_ctx: int, n_threads: int, seed: int) -> tuple[Any, threa
             llama = _llama_cpp().Llama(
                 model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False
             )
+            if not _LOADED:
+                atexit.register(_close_all)
             _LOADED[key] = (llama, threading.Lock())
         return _LOADED[key]
+
+
+def _close_all() -> None:
+    """Free the loaded models while llama_cpp is intact: left to ``Llama.__del__`` at interpreter
+    exit, freeing runs after the module's globals are gone and prints a ``TypeError``."""
+    with _LOCK:
+        for llama, _ in _LOADED.values():
+            llama.close()
+        _LOADED.clear()
 
 
 class ChatLlamaCpp(BaseChatModel):
