@@ -849,21 +849,7 @@ class LLMClient:
                         final = not (
                             worth_retrying(exc) and retry_attempt.retry_state.attempt_number < n_tries
                         )
-                        self.log.write(
-                            "call",
-                            **self._line(
-                                p,
-                                attempt=attempt,
-                                latency_s=latency,
-                                tokens=None,
-                                cache_hit=False,
-                                valid=None,
-                                failed=final,
-                                fallback=final,
-                                error=error,
-                            ),
-                            prompt=_prompt_data(messages),
-                        )
+                        self._log_unanswered(p, messages, attempt, latency, error, failed=final, fallback=final)
                         if final:
                             self._announce(p, "call failed", error)
                             raise _CallFailed(error) from exc
@@ -893,6 +879,21 @@ class LLMClient:
                 "at_call": self._calls_started,
             }
         error = "budget exhausted: max_wall_s (the call in flight was cut)"
+        self._log_unanswered(p, messages, attempt, latency, error, failed=False, fallback=True)
+        return _CallFailed(error)
+
+    def _log_unanswered(
+        self,
+        p: _Prepared,
+        messages: list[BaseMessage],
+        attempt: int,
+        latency: float,
+        error: str,
+        *,
+        failed: bool,
+        fallback: bool,
+    ) -> None:
+        """The call-log line of a call that brought back no answer (an error, or cut by the budget)."""
         self.log.write(
             "call",
             **self._line(
@@ -902,13 +903,12 @@ class LLMClient:
                 tokens=None,
                 cache_hit=False,
                 valid=None,
-                failed=False,
-                fallback=True,
+                failed=failed,
+                fallback=fallback,
                 error=error,
             ),
             prompt=_prompt_data(messages),
         )
-        return _CallFailed(error)
 
     async def _invoke(self, p: _Prepared, messages: list[BaseMessage]) -> AIMessage:
         kwargs = {"json_schema": p.json_schema} if self._accepts_schema else {}
