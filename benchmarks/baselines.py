@@ -112,7 +112,7 @@ def run_guidedrl(task: Task, seed: int) -> dict[str, Any]:
 
     from guidedrl.config import from_dict
     from guidedrl.records import read_metrics
-    from guidedrl.runner import single, train
+    from guidedrl.train import single, train
 
     eval_cpu = [0.0]
     evaluate = single.evaluate

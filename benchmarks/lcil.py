@@ -54,13 +54,13 @@ def base_config(env: str, *, seed: int, steps: int, out: Path, methods=(), extra
 
 
 def run(cfg: dict) -> dict:
-    """One training run in this process (``guidedrl.runner.train``); returns summary + metrics rows."""
+    """One training run in this process (``guidedrl.train.train``); returns summary + metrics rows."""
     import torch
 
     torch.set_num_threads(1)
     from guidedrl.config import from_dict
     from guidedrl.records import read_metrics
-    from guidedrl.runner import train
+    from guidedrl.train import train
 
     out = Path(cfg["out"])
     if (out / "summary.json").exists() and (out / "checkpoint.pt").exists():  # finished earlier: reuse
@@ -133,7 +133,7 @@ def zero_shot(run_dir: str, target_env: str, *, seed: int, episodes: int) -> dic
 
     from guidedrl.config import MARLConfig, from_dict, load
     from guidedrl.registry import make_adapter
-    from guidedrl.runner.multiagent import MAPPO
+    from guidedrl.train.multiagent import MAPPO
 
     cfg = from_dict(load(run_dir))
     adapter = make_adapter(target_env)

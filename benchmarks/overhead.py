@@ -3,7 +3,7 @@
 Three arms train the same PPO on CartPole-v1 (same networks, hyper-parameters, seeds and steps):
 
   tianshou   a hand-written Tianshou 2.x script (Collector + OnPolicyTrainer), no guidedrl;
-  guidedrl   ``guidedrl.runner.train`` with no methods (run records, checkpoints, TensorBoard on);
+  guidedrl   ``guidedrl.train.train`` with no methods (run records, checkpoints, TensorBoard on);
   no-op      guidedrl with a test plugin implementing all five hooks as no-ops.
 
 Each (arm, seed) runs in a fresh subprocess, alternating arms, and times the training call only:
@@ -132,7 +132,7 @@ def arm_guidedrl(steps: int, seed: int, noop: bool) -> float:
     import numpy as np
 
     from guidedrl.config import from_dict
-    from guidedrl.runner import train
+    from guidedrl.train import train
 
     _warm_numba()
     out = tempfile.mkdtemp(prefix="guidedrl-overhead-")

@@ -19,7 +19,7 @@ from guidedrl.errors import GuidedRLError, RunFileWarning
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from guidedrl.config import apply_overrides, from_dict, load
-    from guidedrl.runner import train
+    from guidedrl.train import train
 
     if args.resume and not args.config and args.out and (Path(args.out) / "config.toml").exists():
         args.config = str(Path(args.out) / "config.toml")  # `--out DIR --resume`: the run's saved config

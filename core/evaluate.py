@@ -17,10 +17,10 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
     """Mean ± std return of the checkpointed policy over ``episodes`` deterministic episodes."""
     from tianshou.data import Collector
 
-    from guidedrl.runner import resolve_device
-    from guidedrl.runner.algorithms import build_algorithm
-    from guidedrl.runner.single import evaluate
-    from guidedrl.runner.vector import make_vector_env
+    from guidedrl.train import resolve_device
+    from guidedrl.train.algorithms import build_algorithm
+    from guidedrl.train.single import evaluate
+    from guidedrl.train.vector import make_vector_env
 
     run_dir = Path(run_dir)
     found = find_checkpoint(run_dir, fix="this run cannot be evaluated; train it again")
@@ -30,7 +30,7 @@ def evaluate_run(run_dir: str | Path, *, episodes: int = 10, seed: int = 12345) 
     config = from_dict(load(run_dir / "config.toml"))
     adapter = make_adapter(config.env, **config.env_kwargs)
     if getattr(adapter, "multi_agent", False):
-        from guidedrl.runner.multiagent import evaluate_checkpoint
+        from guidedrl.train.multiagent import evaluate_checkpoint
 
         return evaluate_checkpoint(config, adapter, checkpoint, episodes=episodes, seed=seed)
     device = resolve_device(config.train.device)

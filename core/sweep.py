@@ -353,7 +353,7 @@ def run_trial(config_path: str, resume: bool, log_path: str) -> dict[str, Any]:
         log.write(f"\n$ guidedrl run {config_path}{' --resume' if resume else ''}   # on {platform.node()} pid {os.getpid()}\n")
         log.flush()
         try:
-            from guidedrl.runner import train
+            from guidedrl.train import train
 
             result = train(from_dict(load(config_path)), resume=resume)
             s = result.summary

@@ -51,7 +51,7 @@ def _hook_tests_run_their_hook(request: pytest.FixtureRequest, monkeypatch: pyte
         yield
         return
     from guidedrl import registry
-    from guidedrl.runner import hooks as core_hooks
+    from guidedrl.train import hooks as core_hooks
 
     ran: set[str] = set()
     original = core_hooks._results_with_names

@@ -18,7 +18,7 @@ from guidedrl.cli import main
 from guidedrl.config import from_dict
 from guidedrl.plugins import discover, make_manager
 from guidedrl.records import read_metrics
-from guidedrl.runner import train
+from guidedrl.train import train
 
 
 def test_dummy_plugin_is_not_importable_without_installing():

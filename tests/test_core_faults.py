@@ -16,7 +16,7 @@ from guidedrl import ActionAdvice, CriticalState, PolicyUpdate, hookimpl
 from guidedrl.config import from_dict
 from guidedrl.errors import ConfigError, GuidedRLError, HookError
 from guidedrl.records import read_metrics
-from guidedrl.runner import hooks, train
+from guidedrl.train import hooks, train
 
 # -- test plugins -------------------------------------------------------------------------------
 
@@ -420,7 +420,7 @@ def test_a_run_killed_after_its_final_checkpoint_resumes_to_finished(tmp_path, m
 
 
 def test_checkpoint_rng_state_loads_without_pickle(tmp_path):
-    from guidedrl.runner import seeding
+    from guidedrl.train import seeding
 
     ctx = make_ctx(tmp_path)
     ctx.rng.random(3)

@@ -31,10 +31,10 @@ from guidedrl import CriticalState, Demonstrations, Episode, PolicyUpdate, hooki
 from guidedrl.config import from_dict
 from guidedrl.errors import HookError
 from guidedrl.records import read_metrics
-from guidedrl.runner import hooks, train
-from guidedrl.runner.collector import GuidedCollector
-from guidedrl.runner.hooks import HookSet
-from guidedrl.runner.vector import make_vector_env
+from guidedrl.train import hooks, train
+from guidedrl.train.collector import GuidedCollector
+from guidedrl.train.hooks import HookSet
+from guidedrl.train.vector import make_vector_env
 
 
 def _np(x) -> np.ndarray:

@@ -17,7 +17,7 @@ from guidedrl_core_testkit import AlwaysAction, ConstantBonus, NeverAdvises, mak
 from guidedrl import hookimpl
 from guidedrl.errors import ConfigError, HookError, PluginError
 from guidedrl.plugins import discover, make_manager
-from guidedrl.runner import hooks
+from guidedrl.train import hooks
 
 METHOD_SRC = """
 from guidedrl import hookimpl

@@ -101,7 +101,7 @@ def test_run_preset_flag_reaches_the_config(tmp_path, monkeypatch):
         seen.append(config)
         raise ConfigError("stop here")
 
-    monkeypatch.setattr("guidedrl.runner.train", fake_train)
+    monkeypatch.setattr("guidedrl.train.train", fake_train)
     assert main(["run", "--env", "CartPole-v1", "--preset", "none", "--out", str(tmp_path / "x")]) == 2
     assert main(["run", "--env", "CartPole-v1", "--out", str(tmp_path / "y"), "--set", "ppo.repeat=2"]) == 2
     assert seen[0].preset == "none" and seen[0].ppo == PPOConfig()
@@ -152,7 +152,7 @@ def _algorithm(data):
     import gymnasium as gym
     import torch
 
-    from guidedrl.runner.algorithms import build_algorithm
+    from guidedrl.train.algorithms import build_algorithm
 
     config = from_dict(data)
     env = gym.make(config.env)
@@ -163,7 +163,7 @@ def _algorithm(data):
 
 
 def test_ppo_linear_schedules_fall_to_zero_over_the_run_and_constant_ones_stay():
-    from guidedrl.runner.algorithms import apply_schedules
+    from guidedrl.train.algorithms import apply_schedules
 
     algorithm, config = _algorithm({"env": "CartPole-v1", "algo": "ppo", "steps": 1000, "ppo": {"lr": 1e-3, "eps_clip": 0.2}})
     lrs = []
@@ -177,7 +177,7 @@ def test_ppo_linear_schedules_fall_to_zero_over_the_run_and_constant_ones_stay()
 
 
 def test_dqn_exploration_decays_linearly_then_stays():
-    from guidedrl.runner.algorithms import apply_schedules
+    from guidedrl.train.algorithms import apply_schedules
 
     algorithm, config = _algorithm({"env": "CartPole-v1", "algo": "dqn", "dqn": {"eps_decay_steps": 1000, "eps_train": 0.1}})
     assert algorithm.policy.eps_training == 1.0, "the first collection explores fully"

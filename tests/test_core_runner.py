@@ -13,10 +13,10 @@ from guidedrl.config import from_dict
 from guidedrl.envs import MissingAdapterError, PlainGymAdapter
 from guidedrl.errors import ConfigError, GuidedRLError, PluginError
 from guidedrl.registry import make_adapter
-from guidedrl.runner import train
-from guidedrl.runner.algorithms import build_algorithm
-from guidedrl.runner.single import evaluate
-from guidedrl.runner.vector import make_vector_env
+from guidedrl.train import train
+from guidedrl.train.algorithms import build_algorithm
+from guidedrl.train.single import evaluate
+from guidedrl.train.vector import make_vector_env
 
 
 def test_evaluation_episodes_differ_across_test_envs_and_are_reproducible():
@@ -104,7 +104,7 @@ def test_resume_needs_a_checkpoint(tmp_path):
 
 def test_subprocess_vector_envs_train(tmp_path):
     from guidedrl.config import from_dict
-    from guidedrl.runner import train
+    from guidedrl.train import train
 
     cfg = from_dict(
         {
@@ -124,7 +124,7 @@ def test_ray_vector_envs_without_ray_say_what_to_install(tmp_path):
 
     from guidedrl.config import from_dict
     from guidedrl.errors import ConfigError
-    from guidedrl.runner import train
+    from guidedrl.train import train
 
     if importlib.util.find_spec("ray") is not None:
         pytest.skip("ray is installed: this test covers the message shown without it")

@@ -27,7 +27,7 @@ sys.path[:] = [p for p in sys.path if not _source(p)]
 try:
     import importlib.util
     assert importlib.util.find_spec("guidedrl") is not None
-    import guidedrl, guidedrl.runner, guidedrl.cli, guidedrl.runner.single, guidedrl.presets
+    import guidedrl, guidedrl.train, guidedrl.cli, guidedrl.train.single, guidedrl.presets
     print(json.dumps({"file": guidedrl.__file__, "version": guidedrl.__version__,
                       "parser": guidedrl.cli.build_parser().prog,
                       "presets": sorted(guidedrl.presets.available())}))

@@ -15,7 +15,7 @@ import pytest
 
 from guidedrl.config import from_dict
 from guidedrl.llm import summarize_log
-from guidedrl.runner import train
+from guidedrl.train import train
 
 pytestmark = pytest.mark.slow
 

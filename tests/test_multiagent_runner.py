@@ -24,8 +24,8 @@ from guidedrl.context import RunContext
 from guidedrl.envs import MultiAgentEnvAdapter
 from guidedrl.plugins import make_manager
 from guidedrl.records import RunRecorder, read_metrics
-from guidedrl.runner import train
-from guidedrl.runner.multiagent import MAPPO, MultiAgentTrainer, ParallelEnvPool, train_multiagent
+from guidedrl.train import train
+from guidedrl.train.multiagent import MAPPO, MultiAgentTrainer, ParallelEnvPool, train_multiagent
 from guidedrl.types import CriticalState, Demonstrations, Episode, PolicyUpdate
 
 FACTORY = "factory:human-machine-v0"
@@ -85,7 +85,7 @@ def test_resume_after_sigkill(tmp_path):
     cfg = small(tmp_path, steps=200_000, out=str(out))
     script = textwrap.dedent(f"""
         from guidedrl.config import from_dict
-        from guidedrl.runner import train
+        from guidedrl.train import train
         train(from_dict({cfg!r}))
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])

@@ -20,7 +20,7 @@ from guidedrl.config import find_secrets, from_dict
 from guidedrl.errors import ConfigError
 from guidedrl.llm import summarize_log
 from guidedrl.records import read_metrics
-from guidedrl.runner import train
+from guidedrl.train import train
 
 QUIET = ["--quiet", "--no-plot"]
 KEY = "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX1234"

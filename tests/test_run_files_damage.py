@@ -30,7 +30,7 @@ from guidedrl.config import from_dict
 from guidedrl.errors import RunFileError, RunFileWarning
 from guidedrl.llm.cache import ResponseCache
 from guidedrl.records import RunRecorder, read_buffer_file, read_metrics
-from guidedrl.runner import train
+from guidedrl.train import train
 
 QUIET = ["--quiet", "--no-plot"]
 

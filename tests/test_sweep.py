@@ -283,7 +283,7 @@ def kill_after_first_epoch(out: Path, trial_id: str) -> Path:
     """Leave ``trial_id`` as a killed sweep leaves a trial: a checkpoint after its first epoch
     (256 of 512 steps), metrics up to there, no finished summary."""
     from guidedrl.config import from_dict, load
-    from guidedrl.runner import train
+    from guidedrl.train import train
 
     run_dir = out / "runs" / trial_id
     shutil.rmtree(run_dir)

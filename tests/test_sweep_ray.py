@@ -82,7 +82,7 @@ def test_parallel_trials_share_the_llm_cache_and_an_identical_trial_hits_it(loca
 def test_ray_vector_envs_give_the_same_run_as_in_process_ones(local_ray, tmp_path):
     from guidedrl.config import from_dict
     from guidedrl.records import read_metrics
-    from guidedrl.runner import train
+    from guidedrl.train import train
 
     def run(vector: str) -> tuple[dict, list[dict]]:
         cfg = from_dict(

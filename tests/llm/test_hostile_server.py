@@ -180,7 +180,7 @@ def test_the_key_echoed_in_a_401_body_is_never_logged(server, tmp_path, capsys, 
 
 @pytest.mark.slow
 def test_a_guided_run_against_the_hostile_server_finishes(server, tmp_path, capsys):
-    from guidedrl.runner import train
+    from guidedrl.train import train
 
     config = from_dict(
         {

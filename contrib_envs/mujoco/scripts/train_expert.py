@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from guidedrl.config import apply_overrides, from_dict
-from guidedrl.runner import train
+from guidedrl.train import train
 
 EXPERTS = Path(__file__).resolve().parents[1] / "guidedrl_env_mujoco" / "experts"
 PPO = {"lr": 3e-4, "steps_per_collect": 2048, "repeat": 10, "batch_size": 256, "hidden": [64, 64]}

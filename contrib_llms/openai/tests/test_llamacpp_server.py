@@ -100,7 +100,7 @@ def llama_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 def test_a_guided_run_through_llama_cpp_server_gets_answers(llama_server, tmp_path, monkeypatch, capsys):
     from guidedrl.config import from_dict
     from guidedrl.llm import summarize_log
-    from guidedrl.runner import train
+    from guidedrl.train import train
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("GUIDEDRL_CACHE_DIR", str(tmp_path / "cache"))

@@ -6,7 +6,7 @@ import pytest
 
 from guidedrl.config import from_dict
 from guidedrl.records import read_metrics
-from guidedrl.runner import train
+from guidedrl.train import train
 
 
 def _cfg(tmp_path, name, methods):

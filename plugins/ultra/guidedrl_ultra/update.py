@@ -12,7 +12,7 @@ so ULTRA adds an *imitation loss* toward its advice on the transitions it advise
 - SAC: mean squared error between the actor's (squashed) mean action and the advised action;
 - DQN: cross-entropy with the Q-values as logits.
 
-(``guidedrl.runner.algorithms.imitation_loss`` computes all but the continuous PPO one.) A transition counts as ULTRA's
+(``guidedrl.train.algorithms.imitation_loss`` computes all but the continuous PPO one.) A transition counts as ULTRA's
 when the collector marked it advised (``batch.policy.advised``) and its observation matches a critical
 state whose advice equals the executed action — so advice from another method mixed into the same run
 is left to that method. With ``imitate_table`` the stored critical states themselves are imitated too.
@@ -88,7 +88,7 @@ def imitation(algorithm: Any, obs: np.ndarray, act: np.ndarray) -> Any:
     from tianshou.algorithm import PPO
     from tianshou.data import Batch
 
-    from guidedrl.runner.algorithms import imitation_loss
+    from guidedrl.train.algorithms import imitation_loss
 
     policy = algorithm.policy
     if isinstance(algorithm, PPO) and getattr(policy, "action_type", None) == "continuous":

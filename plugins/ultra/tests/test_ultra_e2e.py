@@ -13,7 +13,7 @@ import torch
 
 import guidedrl
 from guidedrl.config import from_dict
-from guidedrl.runner import train
+from guidedrl.train import train
 
 pytestmark = pytest.mark.slow
 

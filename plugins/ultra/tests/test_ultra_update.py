@@ -8,7 +8,7 @@ import torch
 from tianshou.data import Batch
 
 from guidedrl.config import RunConfig
-from guidedrl.runner.algorithms import build_algorithm
+from guidedrl.train.algorithms import build_algorithm
 from guidedrl_ultra import CriticalEntry, UltraConfig
 from guidedrl_ultra.state import state_of
 from guidedrl_ultra.update import update_policy

@@ -9,7 +9,7 @@ compact MAPPO written here, CleanRL-style: networks, rollout, GAE, update and ev
   (every agent's observation, concatenated) plus the agent's id, and predicts that agent's value.
 - **Returns** are per agent (each agent's own rewards); the *team return* reported in metrics and the
   summary is the sum of all agents' rewards over an episode, averaged over test episodes.
-- **Hooks** (through :mod:`guidedrl.runner.hooks`, always with ``agent=``): ``generate_demonstrations``
+- **Hooks** (through :mod:`guidedrl.train.hooks`, always with ``agent=``): ``generate_demonstrations``
   before training, then behaviour cloning of the actors (and the critic on the demonstrations'
   returns) when ``pretrain.steps`` > 0 or a demonstration set asks for it (``meta["pretrain_steps"]``);
   ``refine_action`` per agent during collection (advised steps are kept out of the PPO ratio);
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from guidedrl.errors import ConfigError
-from guidedrl.runner import hooks, seeding
+from guidedrl.train import hooks, seeding
 from guidedrl.types import Episode
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from tianshou.utils.net.continuous import ContinuousActorProbabilistic, Continuo
 from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
 
 from guidedrl.errors import ConfigError
-from guidedrl.runner import hooks
+from guidedrl.train import hooks
 
 if TYPE_CHECKING:
     from guidedrl.config import RunConfig

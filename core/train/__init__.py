@@ -143,11 +143,11 @@ def train(
     summary: dict[str, Any] = {"status": "running"}
     try:
         if getattr(adapter, "multi_agent", False):
-            from guidedrl.runner.multiagent import train_multiagent
+            from guidedrl.train.multiagent import train_multiagent
 
             result = train_multiagent(ctx, recorder, resume=resume, progress=progress)
         else:
-            from guidedrl.runner.single import train_single
+            from guidedrl.train.single import train_single
 
             result = train_single(ctx, recorder, resume=resume, progress=progress)
         summary = {**result, "status": "finished"}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tianshou.data import Batch, Collector
 
-from guidedrl.runner import hooks
+from guidedrl.train import hooks
 from guidedrl.types import Episode
 
 if TYPE_CHECKING:

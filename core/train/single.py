@@ -18,10 +18,10 @@ from tianshou.utils.torch_utils import policy_within_training_step, torch_train_
 from tqdm.auto import tqdm
 
 from guidedrl.records import restore_replay_buffer
-from guidedrl.runner import hooks, seeding
-from guidedrl.runner.algorithms import apply_schedules, build_algorithm, imitation_loss
-from guidedrl.runner.collector import GuidedCollector
-from guidedrl.runner.vector import make_vector_env
+from guidedrl.train import hooks, seeding
+from guidedrl.train.algorithms import apply_schedules, build_algorithm, imitation_loss
+from guidedrl.train.collector import GuidedCollector
+from guidedrl.train.vector import make_vector_env
 
 if TYPE_CHECKING:
     from guidedrl.context import RunContext
