@@ -293,34 +293,3 @@ def apply_schedules(algorithm: Algorithm, config: RunConfig, env_steps: int) -> 
         c = config.dqn
         frac = min(1.0, env_steps / c.eps_decay_steps)
         algorithm.policy.set_eps_training(c.eps_train_start + frac * (c.eps_train - c.eps_train_start))  # type: ignore[attr-defined]
-
-
-def imitation_loss(algorithm: Algorithm, obs: Any, act: Any) -> torch.Tensor:
-    """Behaviour-cloning loss of the algorithm's policy on (obs, env-space act) pairs.
-
-    PPO: negative log-likelihood of the actions under the policy's distribution; DQN: cross-entropy
-    with Q-values as logits; SAC: MSE between the squashed mean action and the target. Tianshou's
-    ``ImitationLearning`` expects an actor that emits logits or actions, while these actors emit
-    distributions, so the loss is written here once and shared by pre-training and methods.
-    """
-    from tianshou.data import Batch
-
-    policy = algorithm.policy
-    obs = np.asarray(obs)
-    act = np.asarray(act)
-    if isinstance(policy, DiscreteQLearningPolicy):
-        logits = policy(Batch(obs=obs, info={})).logits
-        target = torch.as_tensor(act, dtype=torch.long, device=logits.device).reshape(-1)
-        return torch.nn.functional.cross_entropy(logits, target)
-    raw = policy.map_action_inverse(act) if policy.action_type == "continuous" else act
-    if isinstance(policy, SACPolicy):
-        (loc, _scale), _ = policy.actor(obs)
-        target = torch.as_tensor(raw, dtype=torch.float32, device=loc.device)
-        return torch.nn.functional.mse_loss(torch.tanh(loc), target.clamp(-0.999, 0.999))
-    dist = policy(Batch(obs=obs, info={})).dist
-    target = torch.as_tensor(raw, device=dist.mean.device if hasattr(dist, "mean") else None)
-    if policy.action_type == "discrete":
-        target = target.long().reshape(-1)
-    else:
-        target = target.float()
-    return -dist.log_prob(target).mean()

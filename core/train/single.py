@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from guidedrl.records import restore_replay_buffer
 from guidedrl.train import hooks, seeding
-from guidedrl.train.algorithms import apply_schedules, build_algorithm, imitation_loss
+from guidedrl.guidance import imitation_loss
+from guidedrl.train.algorithms import apply_schedules, build_algorithm
 from guidedrl.train.collector import GuidedCollector
 from guidedrl.train.vector import make_vector_env
 
@@ -50,7 +51,7 @@ def pretrain(ctx: RunContext, algorithm: Any, progress: bool) -> dict[str, float
     losses = []
     for _ in tqdm(range(steps), desc="pretrain (imitation)", disable=not progress, leave=False):
         idx = ctx.rng.integers(len(obs), size=min(cfg.batch_size, len(obs)))
-        loss = imitation_loss(algorithm, obs[idx], act[idx])
+        loss = imitation_loss(algorithm.policy, obs[idx], act[idx])
         optim.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

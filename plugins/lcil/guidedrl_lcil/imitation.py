@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from guidedrl import guidance
 from guidedrl.types import Demonstrations
 
 
@@ -47,7 +47,4 @@ class DemoSampler:
 
 def imitation_loss(policy: Any, obs: torch.Tensor, act: torch.Tensor, agent: str) -> torch.Tensor:
     """Cross-entropy of the agent's actor against the demonstrated actions (behaviour cloning)."""
-    obs_dim = getattr(policy, "obs_dim", obs.shape[-1])
-    if obs.shape[-1] < obs_dim:
-        obs = nn.functional.pad(obs, (0, obs_dim - obs.shape[-1]))
-    return nn.functional.cross_entropy(policy.logits(obs, agent), act)
+    return guidance.imitation_loss(policy, obs, act, agent=agent)

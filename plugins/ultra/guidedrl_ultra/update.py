@@ -12,7 +12,7 @@ so ULTRA adds an *imitation loss* toward its advice on the transitions it advise
 - SAC: mean squared error between the actor's (squashed) mean action and the advised action;
 - DQN: cross-entropy with the Q-values as logits.
 
-(``guidedrl.train.algorithms.imitation_loss`` computes all but the continuous PPO one.) A transition counts as ULTRA's
+(All four are ``guidedrl.guidance.imitation_loss``.) A transition counts as ULTRA's
 when the collector marked it advised (``batch.policy.advised``) and its observation matches a critical
 state whose advice equals the executed action — so advice from another method mixed into the same run
 is left to that method. With ``imitate_table`` the stored critical states themselves are imitated too.
@@ -84,18 +84,9 @@ def update_policy(ctx: RunContext, config: UltraConfig, st: UltraState, batch: A
 
 def imitation(algorithm: Any, obs: np.ndarray, act: np.ndarray) -> Any:
     """The imitation loss of ``algorithm``'s policy toward env-space actions ``act`` at ``obs``."""
-    import torch
-    from tianshou.algorithm import PPO
-    from tianshou.data import Batch
+    from guidedrl.guidance import imitation_loss
 
-    from guidedrl.train.algorithms import imitation_loss
-
-    policy = algorithm.policy
-    if isinstance(algorithm, PPO) and getattr(policy, "action_type", None) == "continuous":
-        mean = policy(Batch(obs=obs, info={})).dist.mean
-        target = torch.as_tensor(np.asarray(policy.map_action_inverse(act)), dtype=mean.dtype, device=mean.device)
-        return torch.nn.functional.mse_loss(mean, target)
-    return imitation_loss(algorithm, obs, act)
+    return imitation_loss(algorithm.policy, obs, act)
 
 
 def _advised_mask(batch: Any) -> np.ndarray | None:
