@@ -145,7 +145,11 @@ class AgentVectorEnv:
         self.ep_len[e] = 0
 
     def _info(self, ids: np.ndarray) -> np.ndarray:
-        return np.array([{"env_id": int(k // self.n_agents)} for k in ids], dtype=object)
+        # empty: the env's own infos stay in ``self.infos`` (hooks read them there); Tianshou turns an
+        # array of empty dicts into its info batch without stacking anything
+        out = np.empty(len(ids), dtype=object)
+        out[:] = [{} for _ in range(len(ids))]
+        return out
 
     def reset(self, env_id: int | Sequence[int] | np.ndarray | None = None, **_: Any) -> tuple[np.ndarray, np.ndarray]:
         """Reset the envs of ``env_id`` (all when ``None``): an env whose episode ended (or every env,

@@ -586,7 +586,8 @@ def build_mappo(layout: ObsLayout, agents: Sequence[str], n_actions: Sequence[in
 
 
 def load_policy(make_env: Callable[[], Any], state: dict[str, Any], cfg: MARLConfig, device: torch.device) -> tuple[MAPPO, AgentVectorEnv]:
-    """A multi-agent run's networks (its ``learner`` state) for ``make_env``'s env, and a 1-env pool."""
+    """A multi-agent run's networks (its ``learner`` state) for ``make_env``'s env, and a 1-env pool
+    (e.g. to run a policy trained on one factory domain on another with the same agent interface)."""
     probe = make_env()
     agents, dims, acts, _ = env_spec(probe)
     probe.close()
@@ -597,4 +598,31 @@ def load_policy(make_env: Callable[[], Any], state: dict[str, Any], cfg: MARLCon
     return algo, AgentVectorEnv(make_env, 1, agents, layout)
 
 
-__all__ = ["MAPPO", "MultiAgentCollector", "MultiAgentLearner", "build_mappo", "evaluate_policy", "load_policy", "RETURN_KIND"]
+def evaluate_checkpoint(config: Any, adapter: Any, checkpoint: dict[str, Any], *, episodes: int, seed: int) -> dict[str, Any]:
+    """Team returns of a multi-agent run's checkpoint (its ``learner`` networks; checkpoints of the
+    hand-written runner kept them under ``algorithm``, with the same keys) over ``episodes`` episodes
+    reset with seeds ``seed + k``."""
+    from guidedrl.train import resolve_device
+
+    state = checkpoint["learner"] if "learner" in checkpoint else checkpoint["algorithm"]
+    algo, _ = load_policy(adapter.make, state, config.marl, resolve_device(config.train.device))
+    n = max(1, min(episodes, config.train.num_test_envs))
+    probe = adapter.make()
+    agents = list(probe.possible_agents)
+    probe.close()
+    env = AgentVectorEnv(adapter.make, n, agents, algo.layout)
+    try:
+        res = evaluate_policy(algo.policy, env, episodes=episodes, seed=seed, deterministic=config.marl.deterministic_eval)
+    finally:
+        env.close()
+    return {
+        "env_steps": int(checkpoint.get("env_steps", 0)),
+        "episodes": int(len(res.returns)),
+        "mean_return": float(np.mean(res.returns)),
+        "std_return": float(np.std(res.returns)),
+        "return_kind": RETURN_KIND,
+        **{f"mean_{k}": v for k, v in res.metrics.items()},
+    }
+
+
+__all__ = ["MAPPO", "MultiAgentCollector", "MultiAgentLearner", "build_mappo", "evaluate_checkpoint", "evaluate_policy", "load_policy", "RETURN_KIND"]
