@@ -133,16 +133,19 @@ def zero_shot(run_dir: str, target_env: str, *, seed: int, episodes: int) -> dic
 
     from guidedrl.config import MARLConfig, from_dict, load
     from guidedrl.registry import make_adapter
-    from guidedrl.train.multiagent import MAPPO
+    from guidedrl.train.marl.envs import AgentVectorEnv
+    from guidedrl.train.marl.learner import evaluate_policy, load_policy
 
     cfg = from_dict(load(run_dir))
     adapter = make_adapter(target_env)
-    probe = adapter.make()
-    algo = MAPPO.for_env(probe, cfg.marl if isinstance(cfg.marl, MARLConfig) else MARLConfig(), torch.device("cpu"))
     ckpt = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
-    algo.load_state_dict(ckpt["algorithm"], networks_only=True)
-    res = algo.evaluate(adapter.make, episodes=episodes, n_envs=min(8, episodes), seed=10_000 + 1000 * seed)
-    return {"return": res["return"], "task_completion": res["metrics"]["task_completion"]}
+    state = ckpt["learner"] if "learner" in ckpt else ckpt["algorithm"]
+    marl = cfg.marl if isinstance(cfg.marl, MARLConfig) else MARLConfig()
+    algo, _ = load_policy(adapter.make, state, marl, torch.device("cpu"))
+    env = AgentVectorEnv(adapter.make, min(8, episodes), algo.agents, algo.layout)
+    res = evaluate_policy(algo.policy, env, episodes=episodes, seed=10_000 + 1000 * seed)
+    env.close()
+    return {"return": float(res.returns.mean()), "task_completion": res.metrics["task_completion"]}
 
 
 def job(spec: dict) -> dict:

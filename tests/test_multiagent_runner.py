@@ -1,5 +1,6 @@
-"""The multi-agent runner (MAPPO over PettingZoo parallel envs): outputs, resume, hooks, variants,
-pre-training from demonstrations, agents that leave early, and the simple_spread baseline."""
+"""The multi-agent learner (MAPPO over PettingZoo parallel envs, riding Tianshou): outputs, resume,
+hooks, variants, pre-training from demonstrations, agents that leave early, and the simple_spread
+baseline."""
 
 from __future__ import annotations
 
@@ -25,10 +26,17 @@ from guidedrl.envs import MultiAgentEnvAdapter
 from guidedrl.plugins import make_manager
 from guidedrl.records import RunRecorder, read_metrics
 from guidedrl.train import train
-from guidedrl.train.multiagent import MAPPO, MultiAgentTrainer, ParallelEnvPool, train_multiagent
+from guidedrl.train.marl import MAPPO, AgentVectorEnv, MultiAgentCollector, MultiAgentLearner, ObsLayout
 from guidedrl.types import CriticalState, Demonstrations, Episode, PolicyUpdate
 
 FACTORY = "factory:human-machine-v0"
+
+
+def train_multiagent(ctx: RunContext, recorder: RunRecorder) -> dict:
+    """A run of the epoch loop with the multi-agent learner on ``ctx`` (an adapter not in the registry)."""
+    from guidedrl.train.loop import run_epochs
+
+    return run_epochs(ctx, MultiAgentLearner(ctx), recorder, resume=False, progress=False)
 
 
 def small(tmp_path: Path, **over) -> dict:
@@ -62,7 +70,7 @@ def test_run_writes_metrics_checkpoint_and_summary(tmp_path):
     assert s["final_return"] == pytest.approx(rows[-1]["test/return"])
     assert s["best_return"] == pytest.approx(max(r["test/return"] for r in rows))
     ckpt = torch.load(result.run_dir / "checkpoint.pt", weights_only=True)
-    assert ckpt["env_steps"] == 2048 and "policy" in ckpt["algorithm"]
+    assert ckpt["env_steps"] == 2048 and "policy" in ckpt["learner"]
 
 
 def test_same_seed_same_run(tmp_path):
@@ -148,7 +156,8 @@ def test_hooks_are_called_per_agent(tmp_path):
     assert not probe.batches["agent_1"].policy.advised.any()
     assert result.summary["counters"]["advised_steps"] == 1024
     rows = read_metrics(result.run_dir)
-    assert rows[-1]["methods/probe/calls"] == 1.0
+    for agent in agents:  # update_policy stats are kept per agent
+        assert rows[-1][f"methods/probe/{agent}/calls"] == 1.0
     assert rows[-1]["train/shaping_agent_1"] == pytest.approx(1.0)
 
 
@@ -156,7 +165,7 @@ def test_hooks_are_called_per_agent(tmp_path):
 def test_variants(tmp_path, share, central):
     result = train(from_dict(small(tmp_path, steps=512, marl={"share_parameters": share, "centralized_critic": central})))
     assert result.summary["env_steps"] == 512
-    ckpt = torch.load(result.run_dir / "checkpoint.pt", weights_only=True)["algorithm"]
+    ckpt = torch.load(result.run_dir / "checkpoint.pt", weights_only=True)["learner"]
     assert any(k.startswith("nets.3.") for k in ckpt["policy"]) == (not share)
     n_in = ckpt["critic"]["net.0.weight"].shape[1]
     env = guidedrl.registry.make_adapter(FACTORY).make()
@@ -243,17 +252,20 @@ class StaggeredAdapter(MultiAgentEnvAdapter):
         return Staggered()
 
 
-def test_pool_masks_agents_that_left():
-    pool = ParallelEnvPool(Staggered, 2, ["agent_0", "agent_1"], 2, seed=0)
-    pool.reset()
+def test_vector_env_masks_agents_that_left():
+    env = AgentVectorEnv(Staggered, 2, ["agent_0", "agent_1"], ObsLayout(2, 2, joint=True))
+    env.reset()
     alive = []
     for _ in range(6):
-        out = pool.step(np.ones((2, 2), dtype=np.int64))
-        alive.append(out["was_alive"][0].tolist())
-        if out["env_done"].any():
-            assert out["finished"][0][1] == 6 + 3  # team return: 6 + 3 rewarded steps
-    assert alive == [[True, True]] * 3 + [[True, False]] * 3
-    assert pool.alive.all()  # reset after the episode
+        obs, _, term, trunc, _ = env.step(np.ones(4, dtype=np.int64))
+        alive.append(env.alive[0].tolist())
+        left = np.flatnonzero((term | trunc) & ~np.repeat(env.env_done, 2))
+        if len(left):
+            env.reset(env_id=left)  # what the collector does: padding, the env keeps running
+    assert alive == [[True, True]] * 2 + [[True, False]] * 3 + [[False, False]]
+    assert [ret for _, ret, _, _ in env.pop_finished()] == [6 + 3] * 2  # team return: 6 + 3 rewarded steps
+    env.reset(env_id=np.arange(4))
+    assert env.alive.all()  # reset after the episode
 
 
 def test_runner_learns_on_an_env_whose_agents_leave_early(tmp_path):
@@ -262,7 +274,7 @@ def test_runner_learns_on_an_env_whose_agents_leave_early(tmp_path):
     pm = make_manager(())
     recorder = RunRecorder(tmp_path / "st", tensorboard=False)
     ctx = RunContext(config=cfg, adapter=StaggeredAdapter(), pm=pm, run_dir=tmp_path / "st", device=torch.device("cpu"))
-    summary = train_multiagent(ctx, recorder, resume=False, progress=False)
+    summary = train_multiagent(ctx, recorder)
     assert summary["final_return"] >= 8.0  # optimum 9, random 3
     assert isinstance(ctx.algorithm, MAPPO)
 
@@ -339,7 +351,7 @@ def test_hook_identify_critical_states_agents_that_leave_early(tmp_path):
     pm = make_manager((), extra_plugins={"rec": rec})
     recorder = RunRecorder(tmp_path / "st", tensorboard=False)
     ctx = RunContext(config=cfg, adapter=StaggeredAdapter(), pm=pm, run_dir=tmp_path / "st", device=torch.device("cpu"))
-    summary = train_multiagent(ctx, recorder, resume=False, progress=False)
+    summary = train_multiagent(ctx, recorder)
     episodes = [ep for call in rec.calls for ep in call]
     assert len(episodes) == 2 * summary["episodes"] > 0
     for k in range(0, len(episodes), 2):
@@ -357,7 +369,7 @@ def test_no_critical_state_bookkeeping_without_a_plugin(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("episodes recorded although no plugin implements identify_critical_states")
 
-    monkeypatch.setattr(MultiAgentTrainer, "_record_step", fail)
+    monkeypatch.setattr(MultiAgentCollector, "_record_step", fail)
     result = train(from_dict(small(tmp_path, steps=512)))
     assert result.summary["env_steps"] == 512 and "critical_states" not in result.summary["counters"]
 
