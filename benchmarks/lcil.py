@@ -129,23 +129,10 @@ def reach(rows: list[dict], threshold: float) -> dict:
 
 def zero_shot(run_dir: str, target_env: str, *, seed: int, episodes: int) -> dict:
     """Evaluate the networks of ``run_dir`` on another domain with the same agent interface."""
-    import torch
+    from guidedrl.evaluate import evaluate_run
 
-    from guidedrl.config import MARLConfig, from_dict, load
-    from guidedrl.registry import make_adapter
-    from guidedrl.train.marl.envs import AgentVectorEnv
-    from guidedrl.train.marl.learner import evaluate_policy, load_policy
-
-    cfg = from_dict(load(run_dir))
-    adapter = make_adapter(target_env)
-    ckpt = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
-    state = ckpt["learner"] if "learner" in ckpt else ckpt["algorithm"]
-    marl = cfg.marl if isinstance(cfg.marl, MARLConfig) else MARLConfig()
-    algo, _ = load_policy(adapter.make, state, marl, torch.device("cpu"))
-    env = AgentVectorEnv(adapter.make, min(8, episodes), algo.agents, algo.layout)
-    res = evaluate_policy(algo.policy, env, episodes=episodes, seed=10_000 + 1000 * seed)
-    env.close()
-    return {"return": float(res.returns.mean()), "task_completion": res.metrics["task_completion"]}
+    res = evaluate_run(Path(run_dir), episodes=episodes, seed=10_000 + 1000 * seed, env=target_env)
+    return {"return": res["mean_return"], "task_completion": res["mean_task_completion"]}
 
 
 def job(spec: dict) -> dict:

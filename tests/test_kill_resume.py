@@ -212,7 +212,7 @@ def _wait_and_kill(proc, run_dir: Path, kind: str, steps: int, rng: random.Rando
 def forkserver():
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(
-        ["guidedrl.cli", "guidedrl.train", "guidedrl.train.single", "guidedrl.train.multiagent", "guidedrl_kill_warmup"]
+        ["guidedrl.cli", "guidedrl.train", "guidedrl.train.single", "guidedrl.train.marl", "guidedrl_kill_warmup"]
     )
     return ctx
 

@@ -4,7 +4,7 @@ Every run is the same loop: collect → ``identify_critical_states`` → ``shape
 evaluate → checkpoint. What differs between a single-agent run over a Tianshou algorithm and a
 multi-agent run over a PettingZoo parallel env is the learner behind the loop:
 :class:`guidedrl.train.single.TianshouLearner` and the multi-agent learner
-(:mod:`guidedrl.train.multiagent`). Both implement :class:`Learner`; the loop never looks inside.
+(:mod:`guidedrl.train.marl`). Both implement :class:`Learner`; the loop never looks inside.
 
 Counting: ``env_steps`` is what the run's budget (``steps``) counts — env transitions in single-agent
 runs, *joint* env steps (one step of every agent of one env) in multi-agent runs.

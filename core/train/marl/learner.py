@@ -36,7 +36,7 @@ from guidedrl.train.marl.nets import MultiAgentActor, MultiAgentCritic, MultiAge
 from guidedrl.types import Episode
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
     from guidedrl.config import MARLConfig
     from guidedrl.context import RunContext
@@ -377,26 +377,28 @@ class MultiAgentLearner:
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         algo = self.algorithm
-        return {
+        return {"algorithm": {
             "policy": algo.policy.actor.state_dict(), "critic": algo.critic.state_dict(),
             "optim": algo.optim.state_dict(), "updates": algo.updates,
-        }
+        }}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.load_networks(state, "the checkpoint")
-        self.algorithm.optim.load_state_dict(state["optim"])
-        self.algorithm.updates = int(state.get("updates", 0))
+        self.algorithm.optim.load_state_dict(state["algorithm"]["optim"])
+        self.algorithm.updates = int(state["algorithm"].get("updates", 0))
 
     def load_networks(self, state: dict[str, Any], source: str) -> None:
-        algo = self.algorithm
+        algo, nets = self.algorithm, state.get("algorithm", {})
+        if not isinstance(nets, dict) or "policy" not in nets or "critic" not in nets:
+            raise ConfigError(f"train.init_from = {source!r} is not a multi-agent run's checkpoint")
         try:
-            algo.policy.actor.load_state_dict(state["policy"])
-            algo.critic.load_state_dict(state["critic"])
-        except (KeyError, RuntimeError, TypeError) as exc:
+            algo.policy.actor.load_state_dict(nets["policy"])
+            algo.critic.load_state_dict(nets["critic"])
+        except RuntimeError as exc:  # torch's missing-key / size-mismatch message
             raise ConfigError(
-                f"train.init_from: {source!r} holds different networks than this multi-agent run "
-                f"({str(exc).splitlines()[0][:160]}); use a run with the same agents, observation sizes and marl settings"
-            ) from exc
+                f"train.init_from: {source!r} holds a different network ({str(exc).splitlines()[0][:200]}); "
+                "use a run with the same agents, observation sizes and marl settings"
+            ) from None
 
     def replay_buffer(self) -> None:
         return None
@@ -585,44 +587,4 @@ def build_mappo(layout: ObsLayout, agents: Sequence[str], n_actions: Sequence[in
     return MAPPO(policy=policy, critic=critic, cfg=cfg)
 
 
-def load_policy(make_env: Callable[[], Any], state: dict[str, Any], cfg: MARLConfig, device: torch.device) -> tuple[MAPPO, AgentVectorEnv]:
-    """A multi-agent run's networks (its ``learner`` state) for ``make_env``'s env, and a 1-env pool
-    (e.g. to run a policy trained on one factory domain on another with the same agent interface)."""
-    probe = make_env()
-    agents, dims, acts, _ = env_spec(probe)
-    probe.close()
-    layout = ObsLayout(len(agents), max(dims), joint=cfg.centralized_critic)
-    algo = build_mappo(layout, agents, acts, cfg, device)
-    algo.policy.actor.load_state_dict(state["policy"])
-    algo.critic.load_state_dict(state["critic"])
-    return algo, AgentVectorEnv(make_env, 1, agents, layout)
-
-
-def evaluate_checkpoint(config: Any, adapter: Any, checkpoint: dict[str, Any], *, episodes: int, seed: int) -> dict[str, Any]:
-    """Team returns of a multi-agent run's checkpoint (its ``learner`` networks; checkpoints of the
-    hand-written runner kept them under ``algorithm``, with the same keys) over ``episodes`` episodes
-    reset with seeds ``seed + k``."""
-    from guidedrl.train import resolve_device
-
-    state = checkpoint["learner"] if "learner" in checkpoint else checkpoint["algorithm"]
-    algo, _ = load_policy(adapter.make, state, config.marl, resolve_device(config.train.device))
-    n = max(1, min(episodes, config.train.num_test_envs))
-    probe = adapter.make()
-    agents = list(probe.possible_agents)
-    probe.close()
-    env = AgentVectorEnv(adapter.make, n, agents, algo.layout)
-    try:
-        res = evaluate_policy(algo.policy, env, episodes=episodes, seed=seed, deterministic=config.marl.deterministic_eval)
-    finally:
-        env.close()
-    return {
-        "env_steps": int(checkpoint.get("env_steps", 0)),
-        "episodes": int(len(res.returns)),
-        "mean_return": float(np.mean(res.returns)),
-        "std_return": float(np.std(res.returns)),
-        "return_kind": RETURN_KIND,
-        **{f"mean_{k}": v for k, v in res.metrics.items()},
-    }
-
-
-__all__ = ["MAPPO", "MultiAgentCollector", "MultiAgentLearner", "build_mappo", "evaluate_checkpoint", "evaluate_policy", "load_policy", "RETURN_KIND"]
+__all__ = ["MAPPO", "MultiAgentCollector", "MultiAgentLearner", "build_mappo", "evaluate_policy", "RETURN_KIND"]
