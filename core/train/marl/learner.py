@@ -86,9 +86,8 @@ class _AgentOptimizer:
             extra, stats = hooks.update_policy(ctx, batch, algo, agent=agent)
             if extra is not None:
                 loss = loss + extra
-            for key, value in stats.items():  # methods/<plugin>/<stat> -> methods/<plugin>/<agent>/<stat>
-                _, plugin, stat = key.split("/", 2)
-                algo._guided_stats.setdefault(f"methods/{plugin}/{agent}/{stat}", []).append(value)
+            for key, value in stats.items():  # methods/<plugin>/<agent>/<stat> (hooks.update_policy names them)
+                algo._guided_stats.setdefault(key, []).append(value)
         if not torch.isfinite(loss):
             hooks.check_losses(ctx, {"losses/total": float(loss.detach())})
         optim = self._inner._optim
