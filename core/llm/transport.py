@@ -48,6 +48,7 @@ logger = logging.getLogger("guidedrl.llm")
 #: Failures and fallbacks announced on the console (with their reason) before the rest are only counted.
 ANNOUNCED_FAILURES = 3
 
+
 @attrs.define
 class Prepared:
     """A question rendered to messages, with its cache key and parser (see :meth:`Transport.prepare`)."""
@@ -95,9 +96,8 @@ class Transport:
         self.first_error: str | None = None
         self._timeouts_in_a_row = 0  # shared backoff: a slow server is not hit by a retry storm
         self._backoff_until = 0.0
-        self._loop = BackgroundLoop(workers=config.max_concurrency + 2)
+        self._loop = loop = BackgroundLoop(workers=config.max_concurrency + 2)
         self._semaphore = asyncio.Semaphore(config.max_concurrency)
-        loop = self._loop
         self._finalizer = weakref.finalize(
             self, shutdown, loop.loop, loop.thread, loop.executor, self.cache, self.log
         )
