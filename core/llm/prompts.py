@@ -23,7 +23,7 @@ from typing import Any
 
 from guidedrl.errors import ConfigError, did_you_mean
 from guidedrl.llm.jsondata import jsonable
-from guidedrl.llm.parsing import parser_for
+from guidedrl.llm.parsing import StrictPydanticOutputParser, parser_for
 from guidedrl.llm.questions import KINDS, Question
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
@@ -177,7 +177,7 @@ def render(
 
 def render_question(
     question: Question, templates: Mapping[str, str], adapter: Any
-) -> tuple[list[BaseMessage], Any, dict[str, Any]]:
+) -> tuple[list[BaseMessage], StrictPydanticOutputParser, dict[str, Any]]:
     """The messages of ``question`` for ``adapter``'s env, with the parser and JSON schema of its answer.
 
     The template is ``question.template`` or ``templates[question.kind]``; the system message is

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pydantic
-from guidedrl.llm.jsondata import jsonable
 from guidedrl.errors import ConfigError
+from guidedrl.llm.jsondata import jsonable
 from guidedrl.llm.options import check_options
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
