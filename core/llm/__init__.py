@@ -7,22 +7,36 @@ cache, the call log) and the question kinds (:mod:`guidedrl.llm.kinds`: one modu
 question, with its answer schema and validation). See ``docs/llm.md``.
 """
 
-from guidedrl.llm.cache import ResponseCache, cache_key, default_cache_path
-from guidedrl.llm.calllog import LOG_NAME, CallLog, summarize_log
-from guidedrl.llm.client import LLMClient
-from guidedrl.llm.jsondata import jsonable
-from guidedrl.llm.kinds import (
-    CriticalStatesAnswer,
-    ImplicitRewardAnswer,
-    InstructionsAnswer,
-    RewardCritiqueAnswer,
-    action_schema,
-)
-from guidedrl.llm.options import check_options
-from guidedrl.llm.parsing import StrictPydanticOutputParser
-from guidedrl.llm.prompts import DEFAULT_TEMPLATES
-from guidedrl.llm.questions import KINDS, Answer, Question
-from guidedrl.llm.transport import Transport, is_transient
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names resolve on first use (PEP 562), so importing one small module of the layer
+# (``guidedrl.llm.jsondata``, ``guidedrl.llm.calllog``) does not import LangChain.
+_EXPORTS = {
+    "ResponseCache": "cache", "cache_key": "cache", "default_cache_path": "cache",
+    "LOG_NAME": "calllog", "CallLog": "calllog", "summarize_log": "calllog",
+    "LLMClient": "client",
+    "jsonable": "jsondata",
+    "CriticalStatesAnswer": "kinds", "ImplicitRewardAnswer": "kinds", "InstructionsAnswer": "kinds",
+    "RewardCritiqueAnswer": "kinds", "action_schema": "kinds",
+    "check_options": "options",
+    "StrictPydanticOutputParser": "parsing",
+    "DEFAULT_TEMPLATES": "prompts",
+    "KINDS": "questions", "Answer": "questions", "Question": "questions",
+    "Transport": "transport", "is_transient": "transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'guidedrl.llm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"guidedrl.llm.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_TEMPLATES",
