@@ -136,3 +136,14 @@ class TrafficSnapshot:
 
     def state_dict(self) -> dict[str, Any]:
         return self._sim.state_dict(0, self._arrays)
+
+    def __eq__(self, other: object) -> bool:  # equal states (PettingZoo's seed test compares infos)
+        if not isinstance(other, TrafficSnapshot):
+            return NotImplemented
+        return self._sim.config_key == other._sim.config_key and all(
+            np.array_equal(v, other._arrays[k]) for k, v in self._arrays.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TrafficSnapshot(t={int(self._arrays['t'][0])})"

@@ -41,8 +41,8 @@ except ImportError:  # a core before the adapter protocols (issue 8): the same s
 
 COMMAND = "MoveTo"
 _COMMANDS = {"moveto", "move_to", "move to", "move", "goto", "go_to", "go to", "driveto", "drive_to"}
-_NODE = re.compile(r"\s*(?:intersection|node|inter|i|n)?[\s_#-]*(\d{1,6})\s*", re.IGNORECASE)
-_AGENT = re.compile(r"\s*(?:agent|vehicle|car|veh|a|v)?[\s_#-]*(\d{1,6})\s*", re.IGNORECASE)
+_NODE = re.compile(r"\s*(?:intersection|node|inter|i|n)?[\s_#:]*(\d{1,6})\s*", re.IGNORECASE)
+_AGENT = re.compile(r"\s*(?:agent|vehicle|car|veh|a|v)?[\s_#:]*(\d{1,6})\s*", re.IGNORECASE)
 _MAX_TEXT = 64
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 60

@@ -92,6 +92,7 @@ class TrafficSim:
 
     def __init__(self, config: TrafficConfig, *, n_envs: int = 1, seed: int | None = None) -> None:
         self.cfg = config
+        self.config_key = attrs.astuple(config)
         self.rows, self.cols = config.rows, config.cols
         self.n_nodes = self.rows * self.cols
         self.n_roads = 4 * self.n_nodes
