@@ -35,6 +35,7 @@ class TrafficParallelEnv(ParallelEnv):
         self.config = TrafficConfig(rows=rows, cols=cols, n_vehicles=n_vehicles, horizon=horizon or 0, **rules)
         self.sim = TrafficSim(self.config, n_envs=1)
         self.possible_agents = [f"agent_{i}" for i in range(n_vehicles)]
+        self._index = {a: i for i, a in enumerate(self.possible_agents)}
         self.agents: list[str] = []
         self.render_mode = render_mode
         self._obs_space = spaces.Box(-1.0, 1.0, shape=(OBS_DIM,), dtype=np.float32)
@@ -65,32 +66,34 @@ class TrafficParallelEnv(ParallelEnv):
         self._seeded = True
         present = self.sim.present[0]
         self.agents = [a for a, p in zip(self.possible_agents, present.tolist(), strict=True) if p]
-        obs = self.sim.observe()[0]
-        return self._pick(obs, self.agents), self._infos(self.agents)
+        return self._observations(self.agents), self._infos(self.agents)
 
     def step(self, actions: dict[str, Any]):
         if not self.agents:
             raise RuntimeError("step() called after the episode ended; call reset()")
+        index = self._index
         row = [0] * len(self.possible_agents)
         for agent in self.agents:  # a present agent left out waits; absent agents' actions are ignored
             v = actions.get(agent, 0)
-            row[int(agent[6:])] = v if type(v) is int else int(np.asarray(v).item())
+            row[index[agent]] = v if type(v) is int else int(np.asarray(v).item())
+        if not all(0 <= v < 5 for v in row):
+            raise ValueError(f"actions must be in 0..4 (wait, north, east, south, west), got {row}")
         before = self.agents
-        rew, arrived, done = self.sim.step(np.array([row]))
-        rew, arrived, done = rew[0].tolist(), arrived[0].tolist(), bool(done[0])
+        rew, arrived, done = self.sim.step_one(row)  # the one-network step on Python scalars
         status = self.sim.status[0].tolist()
         now = [a for a, s in zip(self.possible_agents, status, strict=True) if s == 1 or s == 2]
         # the dicts cover the agents that acted this step and those that just departed
-        keys = before + [a for a in now if a not in set(before)]
-        obs = self._pick(self.sim.observe()[0], keys)
-        rewards = {a: rew[int(a[6:])] for a in keys}
-        terminations = {a: arrived[int(a[6:])] for a in keys}
+        acted = set(before)
+        keys = before + [a for a in now if a not in acted]
+        rewards = {a: rew[index[a]] for a in keys}
+        terminations = {a: arrived[index[a]] for a in keys}
         truncations = {a: done and not terminations[a] for a in keys}
         self.agents = [] if done else now
-        return obs, rewards, terminations, truncations, self._infos(keys)
+        return self._observations(keys), rewards, terminations, truncations, self._infos(keys)
 
-    def _pick(self, obs: np.ndarray, agents: list[str]) -> dict[str, np.ndarray]:
-        return {a: obs[int(a[6:])] for a in agents}
+    def _observations(self, agents: list[str]) -> dict[str, np.ndarray]:
+        obs = self.sim.observe_vehicles([self._index[a] for a in agents])  # a new array every step
+        return dict(zip(agents, obs, strict=True))
 
     def _infos(self, agents: list[str]) -> dict[str, dict]:
         sim = self.sim
@@ -99,7 +102,7 @@ class TrafficParallelEnv(ParallelEnv):
         metrics = sim.metrics(0, status)
         out = {}
         for a in agents:
-            i = int(a[6:])
+            i = self._index[a]
             mask = self._masks[node[i]] if status[i] == 1 else self._on_road_mask
             out[a] = {"metrics": metrics, "action_mask": mask, "snapshot": snap}
         return out

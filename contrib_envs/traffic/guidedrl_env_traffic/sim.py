@@ -32,6 +32,7 @@ the time; and the part of its current road still to drive.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -323,7 +324,7 @@ class TrafficSim:
     def observe(self) -> np.ndarray:
         """Every vehicle's observation, ``(n_envs, n_vehicles, 21)`` float32 (a new array)."""
         if self.n_envs == 1 and self.scalar_path:
-            return self._observe_one()
+            return self.observe_vehicles(range(self.n_vehicles))[None]
         cfg = self.cfg
         on = self.status == ON_ROAD
         dn = self.decision_node()
@@ -344,8 +345,10 @@ class TrafficSim:
         ], axis=-1)
         return o.astype(np.float32)
 
-    def _observe_one(self) -> np.ndarray:
-        """:meth:`observe` for one network on Python scalars (the same numbers)."""
+    def observe_vehicles(self, vehicles: Iterable[int]) -> np.ndarray:
+        """The observations of the given vehicles of a one-network sim, ``(k, 21)`` float32, on Python
+        scalars (the same numbers as :meth:`observe`; the env asks only for the vehicles on their way)."""
+        vehicles = list(vehicles)
         status, node, road = self.status[0].tolist(), self.node[0].tolist(), self.road[0].tolist()
         rem, goal = self.remaining[0].tolist(), self.goal[0].tolist()
         pos, length, road_to, legal, ff = self._py_pos, self._py_length, self._py_road_to, self._py_legal, self._py_ff
@@ -356,7 +359,8 @@ class TrafficSim:
         scale = 4.0 * self.cfg.capacity
         t = int(self.t[0]) / self.horizon
         flat: list[float] = []
-        for i, s in enumerate(status):
+        for i in vehicles:
+            s = status[i]
             on = s == ON_ROAD
             dn = road_to[road[i]] if on else (goal[i] if s == ARRIVED else node[i])
             hr, hc = pos[node[i]]
@@ -378,7 +382,7 @@ class TrafficSim:
             else:
                 flat += (0.0, 0.0, 0.0, 0.0)
             flat += (t, left)
-        return np.fromiter(flat, dtype=np.float32, count=len(flat)).reshape(1, len(status), OBS_DIM)
+        return np.fromiter(flat, dtype=np.float32, count=len(flat)).reshape(len(vehicles), OBS_DIM)
 
     # -- the exact state -----------------------------------------------------------------------
     def state_dict(self, b: int = 0, arrays: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
