@@ -9,6 +9,7 @@ import attrs
 import numpy as np
 
 from guidedrl.envs import Description, MultiAgentEnvAdapter
+from guidedrl.errors import ConfigError
 from guidedrl.types import Demonstrations
 
 from guidedrl_env_traffic.env import TrafficParallelEnv
@@ -85,7 +86,11 @@ class TrafficAdapter(MultiAgentEnvAdapter):
             f"+arrival_bonus on arrival; the episode ends when all have arrived or at the horizon."
         )
         rules = {k: v for k, v in make_kwargs.items() if k != "render_mode"}
-        self.config = TrafficConfig(rows=rows, cols=cols, **{**rules, "horizon": rules.get("horizon") or 0})
+        try:
+            self.config = TrafficConfig(rows=rows, cols=cols, **{**rules, "horizon": rules.get("horizon") or 0})
+        except (TypeError, ValueError) as exc:
+            allowed = [f.name for f in attrs.fields(TrafficConfig) if f.name not in ("rows", "cols")]
+            raise ConfigError(f"{self.env_id}: bad env_kwargs {rules}: {exc}. Allowed: {', '.join(allowed)}, render_mode") from None
         self.n_agents = self.config.n_vehicles
         self.agents = [f"agent_{i}" for i in range(self.n_agents)]
         self._probe = TrafficSim(self.config, n_envs=1, seed=0)

@@ -30,6 +30,7 @@ def test_vehicles_appear_at_departure_and_leave_on_arrival():
     dep = sim.departure[0]
     assert env.agents == [f"agent_{i}" for i in range(8) if dep[i] == 0] and env.agents
     assert set(obs) == set(env.agents)
+    space = env.observation_space("agent_0")
     seen, finished = set(env.agents), set()
     while env.agents:
         before = list(env.agents)
@@ -40,6 +41,7 @@ def test_vehicles_appear_at_departure_and_leave_on_arrival():
             wants = [k for k, ok in zip((1, 2, 3, 4), (o[5] < -1e-6, o[6] > 1e-6, o[5] > 1e-6, o[6] < -1e-6)) if ok and mask[k]]
             act[a] = wants[0] if wants else 0
         obs, rew, term, trunc, infos = env.step(act)
+        assert all(space.contains(o) for o in obs.values())
         new = set(env.agents) - set(before)
         for a in new:  # a vehicle that just departed: in every dict, reward 0, at its start
             assert a not in seen and rew[a] == 0.0 and not term[a] and not trunc[a]
@@ -236,3 +238,12 @@ def test_describe_gives_the_exact_graph_and_vehicles():
     assert adapter.describe(obs, old).state["t"] == state["t"]
     with pytest.raises(ValueError, match="infos"):
         adapter.describe(obs)
+
+
+def test_bad_env_kwargs_are_a_config_error_naming_the_allowed_ones():
+    from guidedrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Allowed: n_vehicles, horizon"):
+        make_adapter("traffic:grid4x4-v0", n_vehicle=8)
+    with pytest.raises(ConfigError, match="n_vehicles"):
+        make_adapter("traffic:grid4x4-v0", n_vehicles=0)
