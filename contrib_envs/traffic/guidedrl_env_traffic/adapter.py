@@ -152,10 +152,8 @@ class TrafficAdapter(MultiAgentEnvAdapter):
         if callable(plan):
             plan = plan(state)
         _, rejected = self.executor.routes(plan, state)
-        try:
-            n_items = len(plan["instructions"] if isinstance(plan, dict) else plan)
-        except (TypeError, KeyError):
-            n_items = 1
+        body = plan.get("instructions") if isinstance(plan, dict) else plan
+        n_items = len(body) if isinstance(body, (list, tuple)) else 1  # not a list: one bad "item"
         rec: dict[str, dict[str, list]] = {}
         stuck: dict[str, str] = {}
         cut, total = None, 0.0
@@ -163,8 +161,8 @@ class TrafficAdapter(MultiAgentEnvAdapter):
             acts, _ = self.executor.actions(plan, state)
             for a, why in self.executor.stuck(plan, state).items():
                 stuck.setdefault(a, why)
-            waiting = any(v["status"] in ("waiting", "on_road") for v in state["vehicles"])
-            if not waiting and env.agents and all(a in stuck and acts[a] == 0 for a in env.agents):
+            may_change = any(v["status"] in ("waiting", "on_road") for v in state["vehicles"])
+            if not may_change and all(a in stuck and acts[a] == 0 for a in env.agents):
                 cut = "deadlock: " + "; ".join(stuck[a] for a in env.agents)
                 break
             step_acts = {a: acts[a] for a in env.agents}

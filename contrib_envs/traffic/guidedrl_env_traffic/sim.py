@@ -14,8 +14,8 @@ of 1, 2 or 3 steps (the same both ways), drawn once from the grid size, so a gri
    a move off the grid is treated as waiting (it costs the step). Vehicles on a road go on whatever
    they pick (their action is ignored until they reach the next intersection);
 2. congestion (BPR-style): every vehicle on a road advances by ``1 / (1 + alpha · (n / capacity)^beta)``
-   free-flow steps, ``n`` being the number of vehicles on that road now — so travel time grows with the
-   load; a road's free-flow time is the time of a lone vehicle;
+   free-flow steps, ``n`` being the number of vehicles on that road now (itself included) — so travel
+   time grows with the load (defaults: a lone vehicle 1.25× the free-flow time, two 2×, four 5×);
 3. a vehicle at the end of its road is at the next intersection (it picks its next road next step);
    reaching its goal it has arrived;
 4. reward: ``-step_cost`` for every vehicle on its way (so the return is −travel time × step_cost),
@@ -144,10 +144,6 @@ class TrafficSim:
         """Every road as ``(road id, from, to, free-flow time)``."""
         return [(int(q), int(q // 4), int(self.road_to[q]), float(self.length[q]))
                 for q in range(self.n_roads) if self.road_to[q] >= 0]
-
-    def travel_time(self, free_flow: np.ndarray | float, load: np.ndarray | float) -> np.ndarray | float:
-        """Steps to drive a road of free-flow time ``free_flow`` with ``load`` vehicles on it (BPR)."""
-        return free_flow * (1.0 + self.cfg.alpha * (np.asarray(load) / self.cfg.capacity) ** self.cfg.beta)
 
     # -- state ---------------------------------------------------------------------------------
     def reset_all(self, seed: int | None = None) -> None:
