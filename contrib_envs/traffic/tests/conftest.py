@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)  # per test: another test may have reset the registries
 def _traffic_registered():
     import guidedrl_env_traffic
     from guidedrl.registry import ENVS
