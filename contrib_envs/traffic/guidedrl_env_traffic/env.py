@@ -9,7 +9,7 @@ import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
-from guidedrl_env_traffic.sim import FIELDS, OBS_DIM, STEP_FIELDS, TrafficConfig, TrafficSim
+from guidedrl_env_traffic.sim import AT_NODE, FIELDS, OBS_DIM, ON_ROAD, STEP_FIELDS, TrafficConfig, TrafficSim
 
 
 class TrafficParallelEnv(ParallelEnv):
@@ -81,7 +81,7 @@ class TrafficParallelEnv(ParallelEnv):
         before = self.agents
         rew, arrived, done = self.sim.step_one(row)  # the one-network step on Python scalars
         status = self.sim.status[0].tolist()
-        now = [a for a, s in zip(self.possible_agents, status, strict=True) if s == 1 or s == 2]
+        now = [a for a, s in zip(self.possible_agents, status, strict=True) if s == AT_NODE or s == ON_ROAD]
         # the dicts cover the agents that acted this step and those that just departed
         acted = set(before)
         keys = before + [a for a in now if a not in acted]
@@ -103,7 +103,7 @@ class TrafficParallelEnv(ParallelEnv):
         out = {}
         for a in agents:
             i = self._index[a]
-            mask = self._masks[node[i]] if status[i] == 1 else self._on_road_mask
+            mask = self._masks[node[i]] if status[i] == AT_NODE else self._on_road_mask  # on a road, arrived: wait
             out[a] = {"metrics": metrics, "action_mask": mask, "snapshot": snap}
         return out
 
