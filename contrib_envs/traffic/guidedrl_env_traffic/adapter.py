@@ -135,6 +135,12 @@ class TrafficAdapter(MultiAgentEnvAdapter):
         reasons. Any input is accepted: malformed items are rejected here too, never raised."""
         return self.executor.actions(plan, state)
 
+    def stuck_agents(self, plan: Any, state: dict[str, Any]) -> dict[str, str]:
+        """Agents at an intersection whom ``plan`` leaves waiting for good in ``state`` (route ending
+        short of the goal, or off the route), with the reason: for a loop that calls
+        :meth:`execute_plan` step by step and wants to cut a deadlocked plan."""
+        return self.executor.stuck(plan, state)
+
     def rollout_plan(
         self, plan: Any, *, seed: int | None = None, env: TrafficParallelEnv | None = None,
         on_step: Callable[[dict[str, Any]], None] | None = None,

@@ -115,6 +115,7 @@ def test_a_route_short_of_the_goal_deadlocks_and_is_cut(adapter, start):
     assert ro.cut.startswith("deadlock") and ro.arrived == 0
     assert set(ro.stuck) == {f"agent_{i}" for i in range(4)}
     assert "short of its goal" in ro.stuck["agent_0"]
+    assert adapter.stuck_agents(plan, state) == {}  # at the start everyone still has a move to make
 
 
 def test_a_plan_that_runs_past_the_horizon_is_cut():
