@@ -22,8 +22,14 @@ GRIDS = ("l2rpn_case14_sandbox", "l2rpn_neurips_2020_track1")
 LOAD_SCALE_MW = 100.0
 
 
-def make_grid2op(grid: str) -> Any:
-    """A Grid2Op env on the dataset shipped with the package, LightSim2Grid backend, L2RPNReward."""
+# The line attacker of Grid2Op's documentation for the 14-bus grid: one of these lines is cut for an
+# hour (12 steps), at most every two hours on average (NeurIPS 2020 track 1 ships its own attacker).
+CASE14_ATTACKED_LINES = ["1_3_3", "1_4_4", "3_6_15", "9_10_12", "11_12_13", "12_13_14"]
+
+
+def make_grid2op(grid: str, *, opponent: bool = False) -> Any:
+    """A Grid2Op env on the dataset shipped with the package, LightSim2Grid backend, L2RPNReward;
+    ``opponent=True`` adds a random line attacker on case14."""
     if grid not in GRIDS:
         raise ValueError(f"unknown grid {grid!r}; the grids shipped for offline use are {', '.join(GRIDS)}")
     with warnings.catch_warnings():
@@ -32,7 +38,18 @@ def make_grid2op(grid: str) -> Any:
         from grid2op.Reward import L2RPNReward
         from lightsim2grid import LightSimBackend
 
-        return grid2op.make(grid, test=True, backend=LightSimBackend(), reward_class=L2RPNReward)
+        kwargs: dict[str, Any] = {}
+        if opponent and grid == "l2rpn_case14_sandbox":
+            from grid2op.Action import PowerlineSetAction
+            from grid2op.Opponent import BaseActionBudget, RandomLineOpponent
+
+            kwargs = {
+                "opponent_attack_cooldown": 12, "opponent_attack_duration": 12, "opponent_budget_per_ts": 0.5,
+                "opponent_init_budget": 0.0, "opponent_action_class": PowerlineSetAction,
+                "opponent_class": RandomLineOpponent, "opponent_budget_class": BaseActionBudget,
+                "kwargs_opponent": {"lines_attacked": CASE14_ATTACKED_LINES},
+            }
+        return grid2op.make(grid, test=True, backend=LightSimBackend(), reward_class=L2RPNReward, **kwargs)
 
 
 def grid_vocabulary(g2env: Any, grid: str) -> GridActions:
@@ -85,6 +102,10 @@ class Grid2OpEnv(gym.Env):
     game over (``terminated``), at the end of the chronic or after ``max_steps`` steps (``truncated``).
     ``info["metrics"]`` holds the episode so far: ``survival_steps``, ``survived`` (1 while no game
     over), ``max_rho``, ``illegal_actions``.
+
+    ``opponent=True`` (case14 only; NeurIPS 2020 track 1 always has its own) cuts one of
+    :data:`CASE14_ATTACKED_LINES` for an hour every two hours on average: without reconnecting lines
+    and re-routing flows the grid does not last a day, which makes survival a real test.
     """
 
     metadata = {"render_modes": []}
@@ -95,11 +116,12 @@ class Grid2OpEnv(gym.Env):
         *,
         max_steps: int | None = 288,
         chronics: Sequence[int] | None = None,
+        opponent: bool = False,
         vocabulary: GridActions | None = None,
         on_observation: Callable[[str, Any, list[int]], None] | None = None,
     ) -> None:
         self.grid = grid
-        self.g2env = make_grid2op(grid)
+        self.g2env = make_grid2op(grid, opponent=opponent)
         self.vocabulary = vocabulary if vocabulary is not None else grid_vocabulary(self.g2env, grid)
         cls = type(self.g2env)
         n_chronics = len(self.g2env.chronics_handler.real_data.subpaths)
