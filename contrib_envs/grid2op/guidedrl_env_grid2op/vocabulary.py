@@ -192,8 +192,9 @@ class GridActions:
             ]
         }
 
-    def describe_action(self, i: int) -> str:
-        """One action in words (for shortlists and recent actions)."""
+    def describe_action(self, i: int, max_chars: int = 110) -> str:
+        """One action in words (for shortlists and recent actions), at most about ``max_chars`` long:
+        a split naming too many elements shows its bus_layout instead."""
         d = self.to_structured(i)
         if d["kind"] == "do_nothing":
             return "do nothing"
@@ -202,14 +203,18 @@ class GridActions:
         s, layout = d["substation"], d["bus_layout"]
         if all(b == 1 for b in layout):
             return f"merge substation {s} back onto bus 1"
-        on2 = [self.element_names[s][k] for k, b in enumerate(layout) if b == 2]
-        return f"split substation {s}: {', '.join(on2)} on bus 2"
+        on2 = [k for k, b in enumerate(layout) if b == 2]
+        text = f"split substation {s}: {', '.join(self.element_names[s][k] for k in on2)} on bus 2"
+        if len(text) > max_chars:
+            text = f"split substation {s}: bus_layout {layout}"
+        return text
 
     def prompt_text(self, shortlist: Sequence[int] | None = None) -> str:
         """The STRUCTURE of the action space plus at most 20 candidates; never one line per action.
 
-        Its size is bounded by the number of substations (about 8 characters each), so it stays under
-        :data:`PROMPT_BOUND` characters on every L2RPN grid (36 substations: about 1,500).
+        Its size is bounded by the number of substations (about 8 characters each) plus at most 20
+        candidate rows of about 110 characters, so it stays under :data:`PROMPT_BOUND` characters on
+        every L2RPN grid (36 substations with 20 candidates: about 3,000).
         """
         subs = " ".join(f"{s}:{int(n)}/{int(k)}" for s, (n, k) in enumerate(zip(self.sub_size, self.n_layouts, strict=True)))
         example_sub = int(np.argmax(self.n_layouts > 0))
