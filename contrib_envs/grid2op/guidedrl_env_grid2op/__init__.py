@@ -10,10 +10,18 @@ from guidedrl_env_grid2op.adapter import Case14Adapter, GreedyExpert, Grid2OpAda
 from guidedrl_env_grid2op.env import Grid2OpEnv
 from guidedrl_env_grid2op.vocabulary import PROMPT_BOUND, GridActions
 
-__all__ = ["PROMPT_BOUND", "Case14Adapter", "GreedyExpert", "GridActions", "Grid2OpAdapter", "Grid2OpEnv", "Neurips2020Adapter"]
+__all__ = [
+    "PROMPT_BOUND", "Case14Adapter", "GreedyExpert", "GridActions", "Grid2OpAdapter", "Grid2OpEnv", "Neurips2020Adapter",
+]
 
 
 @hookimpl
 def register_envs(register: Any) -> None:
-    register(Case14Adapter.env_id, Case14Adapter, summary="Grid2Op IEEE 14-bus sandbox: 219 factored topology actions, greedy simulating expert")
-    register(Neurips2020Adapter.env_id, Neurips2020Adapter, summary="Grid2Op NeurIPS 2020 track 1: 66,929 factored topology actions, greedy simulating expert")
+    register(
+        Case14Adapter.env_id, Case14Adapter,
+        summary="Grid2Op IEEE 14-bus sandbox: 219 factored topology actions, greedy simulating expert",
+    )
+    register(
+        Neurips2020Adapter.env_id, Neurips2020Adapter,
+        summary="Grid2Op NeurIPS 2020 track 1: 66,929 factored topology actions, greedy simulating expert",
+    )

@@ -34,8 +34,10 @@ def grid_structure(grid: str) -> tuple[GridActions, dict[str, Any]]:
         facts = {
             "n_line": int(cls.n_line), "n_sub": int(cls.n_sub), "n_load": int(cls.n_load), "n_gen": int(cls.n_gen),
             "dim_topo": int(cls.dim_topo),
-            "line_or_sub": [int(s) for s in cls.line_or_to_subid], "line_ex_sub": [int(s) for s in cls.line_ex_to_subid],
-            "line_or_pos": [int(p) for p in cls.line_or_to_sub_pos], "line_ex_pos": [int(p) for p in cls.line_ex_to_sub_pos],
+            "line_or_sub": [int(s) for s in cls.line_or_to_subid],
+            "line_ex_sub": [int(s) for s in cls.line_ex_to_subid],
+            "line_or_pos": [int(p) for p in cls.line_or_to_sub_pos],
+            "line_ex_pos": [int(p) for p in cls.line_ex_to_sub_pos],
             "gen_pmax": np.asarray(cls.gen_pmax, dtype=np.float64),
             "sub_start": np.concatenate([[0], np.cumsum(cls.sub_info)[:-1]]).astype(int),
         }
@@ -124,12 +126,16 @@ class Grid2OpAdapter(EnvAdapter):
         g2obs, _, env = snap
         if env.g2env is None:
             return _sim_result(False, reason="the env that produced this state is closed")
-        sim_obs, reward, done, info = g2obs.simulate(env.grid2op_action(index), time_step=1)
+        try:
+            sim_obs, reward, done, info = g2obs.simulate(env.grid2op_action(index), time_step=1)
+        except Exception as exc:  # noqa: BLE001 - Grid2Op's own errors become a reason, never a crash
+            return _sim_result(False, reason=f"Grid2Op could not simulate it: {type(exc).__name__}: {exc}")
         exceptions = info.get("exception") or []
+        detail = str(exceptions[0]) if exceptions else ""
         if info.get("is_illegal"):
-            return _sim_result(False, reason=f"illegal action (cooldown or too many changes): {exceptions[0] if exceptions else ''}".strip())
+            return _sim_result(False, reason=f"illegal action (cooldown or too many changes) {detail}".strip())
         if done:
-            return _sim_result(False, done=True, reason=f"game over: {exceptions[0] if exceptions else 'the grid collapsed'}")
+            return _sim_result(False, done=True, reason=f"game over: {detail or 'the grid collapsed'}")
         rho = np.asarray(sim_obs.rho)
         return _sim_result(
             True,
@@ -155,24 +161,26 @@ class Grid2OpAdapter(EnvAdapter):
         rho, status = parts["rho"], parts["line_status"] > 0.5
         line_cd, sub_cd = parts["cooldown_line"], parts["cooldown_sub"]
         out: list[int] = []
-        out += [vocab.index_of({"kind": "line", "line": int(l), "status": "on"})
-                for l in np.nonzero(~status & (line_cd == 0))[0]]
+        reconnectable = np.nonzero(~status & (line_cd == 0))[0]
+        out += [vocab.index_of({"kind": "line", "line": int(line), "status": "on"}) for line in reconnectable]
         topo = parts["topo_vect"]
         for s in range(f["n_sub"]):
             sl = slice(f["sub_start"][s], f["sub_start"][s] + int(vocab.sub_size[s]))
             if sub_cd[s] == 0 and np.any(topo[sl] == 2) and vocab.n_layouts[s]:
-                out.append(vocab.index_of({"kind": "substation", "substation": s, "bus_layout": [1] * int(vocab.sub_size[s])}))
+                merge = {"kind": "substation", "substation": s, "bus_layout": [1] * int(vocab.sub_size[s])}
+                out.append(vocab.index_of(merge))
         hot = [int(l) for l in np.argsort(-rho) if rho[l] > self.danger][:2]
         per_sub = max(2, self.shortlist_size // 3)
         for line in hot:
-            for sub, pos in ((f["line_or_sub"][line], f["line_or_pos"][line]), (f["line_ex_sub"][line], f["line_ex_pos"][line])):
+            ends = ((f["line_or_sub"][line], f["line_or_pos"][line]), (f["line_ex_sub"][line], f["line_ex_pos"][line]))
+            for sub, pos in ends:
                 if sub_cd[sub] != 0 or not vocab.n_layouts[sub]:
                     continue
                 rng = vocab.substation_range(sub)
-                masks = np.asarray([vocab.layout_mask(i) for i in rng]) if len(rng) <= 4096 else None
-                if masks is None:  # the 17-element substation of the 67k grid: rank only the 1- and 2-element moves
-                    picks = [i for i in _small_splits(vocab, sub, pos)]
+                if len(rng) > 4096:  # the 17-element substation of the 67k grid: only 1- and 2-element moves
+                    picks = _small_splits(vocab, sub, pos)
                 else:
+                    masks = np.asarray([vocab.layout_mask(i) for i in rng])
                     n = int(vocab.sub_size[sub])
                     ones = np.array([bin(int(m)).count("1") for m in masks])
                     minority = np.minimum(ones, n - ones)
@@ -186,7 +194,9 @@ class Grid2OpAdapter(EnvAdapter):
     def describe(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> Description:
         f, vocab = self.facts, self.vocabulary
         parts = self.split(obs)
-        key = info.get("snapshot") if isinstance(info, dict) and isinstance(info.get("snapshot"), str) else snapshot_key(obs)
+        key = info.get("snapshot") if isinstance(info, dict) else None
+        if not isinstance(key, str):
+            key = snapshot_key(obs)
         rho = parts["rho"]
         status = parts["line_status"] > 0.5
         max_line = int(np.argmax(rho))
@@ -222,7 +232,7 @@ class Grid2OpAdapter(EnvAdapter):
             "recent_actions": [vocab.to_structured(i) for i in recent],
             "danger_threshold": self.danger,
             "candidates": [{"action": i, "what": vocab.describe_action(i)} for i in shortlist],
-            "elements": {str(s): vocab.element_names[s] for s in sorted({vocab.to_structured(i).get("substation", -1) for i in shortlist} - {-1})},
+            "elements": {str(s): vocab.element_names[s] for s in sorted(_substations(vocab, shortlist))},
         }
         worth_simulating = shortlist and (rho.max() > self.danger or disconnected or split_subs)
         if self.simulate_candidates and snap is not None and worth_simulating:
@@ -234,15 +244,16 @@ class Grid2OpAdapter(EnvAdapter):
         return Description(text=self._text(state), state=state)
 
     def _text(self, s: dict[str, Any]) -> str:
-        def pct(l: int) -> str:
-            return f"line {l} ({s['rho'][l] * 100:.0f}%)"
+        def pct(line: int) -> str:
+            return f"line {line} ({s['rho'][line] * 100:.0f}%)"
 
         parts = [
             f"Step {s['step']}. Total load {s['total_load_mw']:.0f} MW, generation {s['total_generation_mw']:.0f} MW. "
             f"The most loaded line is {pct(s['max_rho_line'])} of its thermal limit."
         ]
-        parts.append("Overloaded lines (>100%): " + (", ".join(pct(l) for l in s["overloaded_lines"]) or "none") + ".")
-        parts.append(f"Lines near their limit (>{NEAR_LIMIT * 100:.0f}%): " + (", ".join(pct(l) for l in s["near_limit_lines"]) or "none") + ".")
+        overloaded = ", ".join(pct(line) for line in s["overloaded_lines"]) or "none"
+        near = ", ".join(pct(line) for line in s["near_limit_lines"]) or "none"
+        parts.append(f"Overloaded lines (>100%): {overloaded}. Lines near their limit (>{NEAR_LIMIT * 100:.0f}%): {near}.")
         if s["disconnected_lines"]:
             parts.append("Disconnected lines: " + ", ".join(map(str, s["disconnected_lines"])) + ".")
         if s["split_substations"]:
@@ -254,7 +265,9 @@ class Grid2OpAdapter(EnvAdapter):
                             + [f"line {k} ({v} steps)" for k, v in s["cooldown_lines"].items()]) + "."
             )
         if s["recent_actions"]:
-            parts.append("Recent actions: " + "; ".join(self.vocabulary.describe_action(self.vocabulary.index_of(a)) for a in s["recent_actions"]) + ".")
+            vocab = self.vocabulary
+            recent = "; ".join(vocab.describe_action(vocab.index_of(a)) for a in s["recent_actions"])
+            parts.append(f"Recent actions: {recent}.")
         if s["candidates"]:
             rows = []
             for c in s["candidates"]:
@@ -263,13 +276,18 @@ class Grid2OpAdapter(EnvAdapter):
                     sim = f" (simulated max loading {c['sim_max_rho'] * 100:.0f}%)" if c["sim_ok"] else " (simulation: fails)"
                 rows.append(f"{c['action']} = {c['what']}{sim}")
             parts.append("Candidate actions: " + "; ".join(rows) + ".")
-            if "do_nothing_sim" in s and s["do_nothing_sim"]["ok"]:
-                parts.append(f"Doing nothing (0) is simulated at {s['do_nothing_sim']['max_rho'] * 100:.0f}% max loading.")
+            base = s.get("do_nothing_sim")
+            if base and base["ok"]:
+                parts.append(f"Doing nothing (0) is simulated at {base['max_rho'] * 100:.0f}% max loading.")
         return " ".join(parts)
 
     @property
     def expert(self) -> GreedyExpert:
         return GreedyExpert(self, danger=self.danger)
+
+
+def _substations(vocab: GridActions, indices: list[int]) -> set[int]:
+    return {d["substation"] for d in map(vocab.to_structured, indices) if d["kind"] == "substation"}
 
 
 def _small_splits(vocab: GridActions, sub: int, pos: int) -> list[int]:

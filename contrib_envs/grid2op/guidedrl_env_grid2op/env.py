@@ -63,12 +63,12 @@ def grid_vocabulary(g2env: Any, grid: str) -> GridActions:
         names[s][p] = f"gen {i}"
     for i, (s, p) in enumerate(zip(cls.storage_to_subid, cls.storage_to_sub_pos, strict=True)):
         names[s][p] = f"storage {i}"
-    for i, (s, p, other) in enumerate(zip(cls.line_or_to_subid, cls.line_or_to_sub_pos, cls.line_ex_to_subid, strict=True)):
-        names[s][p] = f"line {i} (to sub {other})"
-        lines[s].append(int(p))
-    for i, (s, p, other) in enumerate(zip(cls.line_ex_to_subid, cls.line_ex_to_sub_pos, cls.line_or_to_subid, strict=True)):
-        names[s][p] = f"line {i} (to sub {other})"
-        lines[s].append(int(p))
+    ends = ((cls.line_or_to_subid, cls.line_or_to_sub_pos, cls.line_ex_to_subid),
+            (cls.line_ex_to_subid, cls.line_ex_to_sub_pos, cls.line_or_to_subid))
+    for subs, positions, others in ends:
+        for i, (s, p, other) in enumerate(zip(subs, positions, others, strict=True)):
+            names[s][p] = f"line {i} (to sub {other})"
+            lines[s].append(int(p))
     return GridActions(grid_name=grid, n_line=int(cls.n_line), element_names=names, line_positions=lines)
 
 
@@ -135,8 +135,9 @@ class Grid2OpEnv(gym.Env):
         size = self.layout["time"].stop
         low = np.full(size, -np.inf, dtype=np.float32)
         high = np.full(size, np.inf, dtype=np.float32)
-        for name, lo, hi in (("rho", 0, np.inf), ("line_status", 0, 1), ("topo_vect", -1, 2),
-                             ("cooldown_line", 0, np.inf), ("cooldown_sub", 0, np.inf), ("time", 0, np.inf)):
+        bounds = (("rho", 0, np.inf), ("line_status", 0, 1), ("topo_vect", -1, 2),
+                  ("cooldown_line", 0, np.inf), ("cooldown_sub", 0, np.inf), ("time", 0, np.inf))
+        for name, lo, hi in bounds:
             low[self.layout[name]], high[self.layout[name]] = lo, hi
         self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(self.vocabulary.n)
@@ -191,7 +192,9 @@ class Grid2OpEnv(gym.Env):
         self._t = 0
         self._chronic = int(chronic)
         self.recent.clear()
-        self._metrics = {"survival_steps": 0.0, "survived": 1.0, "max_rho": float(self.obs.rho.max()), "illegal_actions": 0.0}
+        self._metrics = {
+            "survival_steps": 0.0, "survived": 1.0, "max_rho": float(self.obs.rho.max()), "illegal_actions": 0.0,
+        }
         obs = self.vector(self.obs, 0)
         return obs, self._info(obs, illegal=False, chronic=int(chronic))
 

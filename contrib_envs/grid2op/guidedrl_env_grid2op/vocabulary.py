@@ -49,7 +49,7 @@ class GridActions:
         self.n_sub = len(self.element_names)
         self.sub_size = np.array([len(e) for e in self.element_names], dtype=np.int64)
         masks = [_layout_masks(int(n), line_positions[s]) for s, n in enumerate(self.sub_size)]
-        self._masks = [m for m in masks]
+        self._masks = masks
         self.n_layouts = np.array([m.size for m in masks], dtype=np.int64)
         self.topo_start = 1 + 2 * self.n_line
         # _sub_offset[s]: index of substation s's first layout; searchsorted maps an index back to s.
@@ -124,7 +124,7 @@ class GridActions:
         if d["kind"] == "line":
             return ("line", d["line"], d["status"])
         if d["kind"] == "substation":
-            return ("substation", d["substation"], int(self._masks[d["substation"]][i - self._sub_offset[d["substation"]]]))
+            return ("substation", d["substation"], self.layout_mask(i))
         return ("do_nothing",)
 
     def substation_range(self, s: int) -> range:
@@ -216,7 +216,8 @@ class GridActions:
         candidate rows of about 110 characters, so it stays under :data:`PROMPT_BOUND` characters on
         every L2RPN grid (36 substations with 20 candidates: about 3,000).
         """
-        subs = " ".join(f"{s}:{int(n)}/{int(k)}" for s, (n, k) in enumerate(zip(self.sub_size, self.n_layouts, strict=True)))
+        sizes = zip(self.sub_size, self.n_layouts, strict=True)
+        subs = " ".join(f"{s}:{int(n)}/{int(k)}" for s, (n, k) in enumerate(sizes))
         example_sub = int(np.argmax(self.n_layouts > 0))
         example = self.to_structured(self.substation_range(example_sub)[-1])
         lines = [
