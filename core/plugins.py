@@ -168,8 +168,17 @@ def method_settings(pm: GuidedPluginManager, raw: Mapping[str, Mapping[str, Any]
     for name in pm.method_order:
         config = build_method_config(name, pm.method_objects[name], raw.get(name, {}))
         if config is not None:
-            out[name] = attrs.asdict(config, recurse=True)
+            out[name] = _plain(attrs.asdict(config, recurse=True))
     return out
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively: the form a TOML file gives back, so saved and given compare equal."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def instantiate_method(name: str, obj: Any, raw_config: Mapping[str, Any]) -> Any:

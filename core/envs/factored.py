@@ -264,9 +264,10 @@ class FactoredActions:
             f"{self.title}: {self.n} actions. Answer with a JSON object of one of these forms "
             "(every field required), or with the action's integer index:"
         ]
+        per_line = max(120, max_chars // 2 // max(1, min(len(kinds), 8)))  # the forms get half the budget
         for kind in kinds[:8]:
             example = json.dumps(self._actions[kind.first])
-            lines.append(_short(f"- {kind.shape()}  ({kind.count} actions; e.g. {example})", 600))
+            lines.append(_short(f"- {kind.shape()}  ({kind.count} actions; e.g. {example})", per_line))
         if len(kinds) > 8:
             lines.append(f"- ... and {len(kinds) - 8} more forms")
         helped = [k for k in dict.fromkeys(k for kind in kinds for k in kind.keys) if k in self.field_help]

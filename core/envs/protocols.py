@@ -18,7 +18,15 @@ import attrs
 
 from guidedrl.errors import AdapterError, PluginError
 
-DOCS = "CONTRIBUTING.md, 'Writing an environment adapter'"
+DOCS = "docs/adapters.md"
+SECTIONS = {
+    "describe": "Describing states",
+    "action_vocabulary": "Action vocabularies",
+    "expert": "Experts",
+    "simulate": "Simulating an action",
+    "plan_executor": "Plan executors",
+}
+"""The heading of docs/adapters.md that documents each capability (errors point at it)."""
 
 CAPABILITIES: dict[str, str] = {
     "describe": "describe(obs, info) -> Description (the state in words plus exact JSON)",
@@ -165,7 +173,7 @@ def check_adapter(adapter: Any, needs: Iterable[str] | Mapping[str, Iterable[str
     by_method = dict(needs) if isinstance(needs, Mapping) else {"": tuple(needs)}
     name = f"{type(adapter).__name__}({getattr(adapter, 'env_id', '?')!r})"
     if not callable(getattr(adapter, "make", None)) or not isinstance(getattr(adapter, "env_id", None), str):
-        raise AdapterError(f"{name} is not an env adapter: it needs `env_id` (str) and `make()` (see {DOCS})")
+        raise AdapterError(f"{name} is not an env adapter: it needs `env_id` (str) and `make()` (see {DOCS}, 'The adapter protocol')")
     checked: set[str] = set()
     for method, wanted in by_method.items():
         who = f"method {method!r} needs" if method else "the run needs"
@@ -175,7 +183,8 @@ def check_adapter(adapter: Any, needs: Iterable[str] | Mapping[str, Iterable[str
             problem = _missing(adapter, need)
             if problem:
                 raise AdapterError(
-                    f"{who} {CAPABILITIES.get(need, need)}, but adapter {name} {problem} (see {DOCS})"
+                    f"{who} {CAPABILITIES.get(need, need)}, but adapter {name} {problem} "
+                    f"(see {DOCS}, '{SECTIONS.get(need, 'The start-up check')}')"
                 )
             checked.add(need)
 
