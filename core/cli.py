@@ -44,10 +44,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.insert(0, f"llm.log={json.dumps(args.llm_log)}")
     if args.resume and args.config and Path(args.config).is_dir() and "out" not in data:
         data["out"] = str(args.config)
-    config = from_dict(apply_overrides(data, overrides))
-    notice = steps_notice(config, multi_agent=_multi_agent(config.env))
-    if notice and not args.resume:
-        warnings.warn(notice, ConfigWarning, stacklevel=1)
+    data = apply_overrides(data, overrides)
+    config = from_dict(data)
+    if "steps" in data and not args.resume:  # the user chose `steps`: say where the run really stops
+        notice = steps_notice(config, multi_agent=_multi_agent(config.env))
+        if notice:
+            warnings.warn(notice, ConfigWarning, stacklevel=1)
     result = train(
         config,
         resume=args.resume,

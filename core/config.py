@@ -27,7 +27,7 @@ from typing import Any, Literal
 import attrs
 import tomli_w
 
-from guidedrl.errors import ConfigError, ConfigWarning, did_you_mean
+from guidedrl.errors import ConfigError, did_you_mean
 
 _pos = attrs.validators.gt(0)
 _nonneg = attrs.validators.ge(0)
@@ -298,7 +298,8 @@ class RunConfig:
     methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     """Method plugins, in order of precedence (the first wins ``refine_action``)."""
     method_config: dict[str, dict[str, Any]] = attrs.field(factory=dict)
-    """Settings of each method (TOML: a table named after the method)."""
+    """Settings of each method (TOML: a table named after the method). ``train()`` fills in each
+    method's defaults, so the saved ``config.toml`` holds every setting the run used."""
     out: str | None = None
     """Run directory; default ``runs/<env>__<methods>__<seed>__<time>``."""
     train: TrainConfig = attrs.field(factory=TrainConfig)

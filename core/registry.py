@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from guidedrl.errors import PluginError, did_you_mean
+from guidedrl.errors import ConfigError, PluginError, did_you_mean
 
 
 @attrs.define
@@ -95,7 +95,13 @@ def make_adapter(env_id: str, **kwargs: Any) -> Any:
     """The adapter for ``env_id``: a registered one, else a plain Gymnasium env (trains, no text)."""
     entry = ENVS.get(env_id)
     if entry is not None:
-        return entry.factory(**kwargs)
+        try:
+            return entry.factory(**kwargs)
+        except (TypeError, ValueError) as exc:  # wrong env_kwargs: a user mistake, not a traceback
+            raise ConfigError(
+                f"environment {env_id!r} could not be made with env_kwargs {kwargs}: {type(exc).__name__}: {exc}. "
+                "Fix env_kwargs (see the adapter's documentation, `guidedrl envs`)."
+            ) from exc
     import gymnasium as gym
 
     from guidedrl.envs import PlainGymAdapter

@@ -298,3 +298,17 @@ def test_cli_shows_a_missing_capability_as_one_line(tmp_path, capsys):
     (line,) = [ln for ln in err.splitlines() if ln.startswith("guidedrl: error:")]
     assert rc == 2 and "Traceback" not in err
     assert "method 'ultra' needs describe(obs, info)" in line and "Acrobot-v1" in line
+
+
+def test_wrong_env_kwargs_are_a_config_error_not_a_traceback():
+    from guidedrl.errors import ConfigError
+    from guidedrl.registry import make_adapter
+
+    with pytest.raises(ConfigError, match="'factory:human-machine-v0' could not be made with env_kwargs {'n_agents': 'many'}"):
+        make_adapter("factory:human-machine-v0", n_agents="many")
+
+
+def test_the_cli_knows_a_multi_agent_env_from_its_registration():
+    from guidedrl.cli import _multi_agent
+
+    assert _multi_agent("factory:human-machine-v0") and not _multi_agent("CartPole-v1") and not _multi_agent("Acrobot-v1")

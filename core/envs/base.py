@@ -10,7 +10,7 @@ import attrs
 import gymnasium as gym
 import numpy as np
 
-from guidedrl.envs.protocols import SimResult, build_vocabulary
+from guidedrl.envs.protocols import ActionVocabulary, SimResult, build_vocabulary
 from guidedrl.errors import AdapterError
 
 
@@ -153,10 +153,7 @@ class BoxActions:
         return rng.uniform(self.low, self.high).astype(np.float32)
 
 
-ActionVocabulary = DiscreteActions | BoxActions
-
-
-def vocabulary_for(space: gym.Space) -> ActionVocabulary:
+def vocabulary_for(space: gym.Space) -> DiscreteActions | BoxActions:
     """A generic vocabulary for a Gymnasium action space (actions named by index)."""
     if isinstance(space, gym.spaces.Discrete):
         return DiscreteActions([f"action_{i}" for i in range(int(space.n))])
