@@ -312,3 +312,14 @@ def test_the_cli_knows_a_multi_agent_env_from_its_registration():
     from guidedrl.cli import _multi_agent
 
     assert _multi_agent("factory:human-machine-v0") and not _multi_agent("CartPole-v1") and not _multi_agent("Acrobot-v1")
+
+
+@pytest.mark.parametrize("env_id", ["factory:human-machine-v0", "traffic:grid4x4-v0", "mpe2:simple_spread-v3"])
+def test_every_planning_adapter_passes_the_plan_executor_check(env_id):
+    from guidedrl.registry import ENVS, make_adapter
+
+    if env_id not in ENVS:
+        pytest.skip(f"{env_id} is not installed")
+    adapter = make_adapter(env_id)
+    assert isinstance(adapter, Adapter) and isinstance(adapter, PlanExecutor)
+    check_adapter(adapter, {"lcil": ("describe", "plan_executor")})
