@@ -40,16 +40,20 @@ class Registry:
         self._loaded = True
         from guidedrl.plugins import registry_manager
 
-        pm = registry_manager(self.group)
-        for impl in getattr(pm.hook, self.hook).get_hookimpls():
-            source = impl.plugin_name
+        try:
+            pm = registry_manager(self.group)
+            for impl in getattr(pm.hook, self.hook).get_hookimpls():
+                source = impl.plugin_name
 
-            def register(
-                id: str, factory: Callable[..., Any], summary: str = "", _source: str = source
-            ) -> None:
-                self.add(id, factory, source=_source, summary=summary)
+                def register(
+                    id: str, factory: Callable[..., Any], summary: str = "", _source: str = source
+                ) -> None:
+                    self.add(id, factory, source=_source, summary=summary)
 
-            impl.function(register=register)
+                impl.function(register=register)
+        except BaseException:  # a plugin failed to load: try again next time, not a half-filled registry for good
+            self._loaded = False
+            raise
 
     def add(self, id: str, factory: Callable[..., Any], *, source: str = "user", summary: str = "") -> None:
         if id in self._entries and self._entries[id].source != source:

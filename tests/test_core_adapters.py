@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -323,3 +324,29 @@ def test_every_planning_adapter_passes_the_plan_executor_check(env_id):
     adapter = make_adapter(env_id)
     assert isinstance(adapter, Adapter) and isinstance(adapter, PlanExecutor)
     check_adapter(adapter, {"lcil": ("describe", "plan_executor")})
+
+
+def test_an_env_plugin_that_fails_to_import_does_not_leave_a_half_filled_registry(make_dist, tmp_path):
+    from guidedrl.plugins import reset_registries
+    from guidedrl.registry import ENVS
+
+    site = make_dist("guidedrl-env-broken", entry_points={"guidedrl.envs": {"broken": "broken_envs_mod"}},
+                     modules={"broken_envs_mod": "raise ImportError('no module named grid2op')\n"})
+    with pytest.raises(PluginError, match="broken.*failed to import"):
+        ENVS.ids()
+    (site / "broken_envs_mod.py").write_text("import guidedrl\n\n@guidedrl.hookimpl\ndef register_envs(register):\n    pass\n")
+    sys.modules.pop("broken_envs_mod", None)
+    reset_registries()
+    assert "CartPole-v1" in ENVS.ids() and "factory:human-machine-v0" in ENVS.ids()
+    # without the reset too: the failed load is retried, not remembered as done
+    (site / "broken_envs_mod.py").write_text("raise ImportError('again')\n")
+    sys.modules.pop("broken_envs_mod", None)
+    reset_registries()
+    with pytest.raises(PluginError):
+        ENVS.ids()
+    (site / "broken_envs_mod.py").write_text("import guidedrl\n\n@guidedrl.hookimpl\ndef register_envs(register):\n    pass\n")
+    sys.modules.pop("broken_envs_mod", None)
+    from guidedrl.plugins import _registry_manager
+
+    _registry_manager.cache_clear()  # only the manager: ENVS itself must know its load failed
+    assert "CartPole-v1" in ENVS.ids()
