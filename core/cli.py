@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from guidedrl import __version__
-from guidedrl.errors import GuidedRLError, RunFileWarning
+from guidedrl.errors import ConfigWarning, GuidedRLError, RunFileWarning
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from guidedrl.config import apply_overrides, from_dict, load
+    from guidedrl.config import apply_overrides, from_dict, load, steps_notice
     from guidedrl.train import train
 
     if args.resume and not args.config and args.out and (Path(args.out) / "config.toml").exists():
@@ -44,7 +44,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.insert(0, f"llm.log={json.dumps(args.llm_log)}")
     if args.resume and args.config and Path(args.config).is_dir() and "out" not in data:
         data["out"] = str(args.config)
-    config = from_dict(apply_overrides(data, overrides))
+    data = apply_overrides(data, overrides)
+    config = from_dict(data)
+    if "steps" in data and not args.resume:  # the user chose `steps`: say where the run really stops
+        notice = steps_notice(config, multi_agent=_multi_agent(config.env))
+        if notice:
+            warnings.warn(notice, ConfigWarning, stacklevel=1)
     result = train(
         config,
         resume=args.resume,
@@ -69,6 +74,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         png = plot_runs([result.run_dir], result.run_dir / "learning_curve.png", title=f"{s['env']} - {s['algo']} - {methods}")
         print(f"plot:    {png}")
     return 0
+
+
+def _multi_agent(env_id: str) -> bool:
+    """Whether ``env_id``'s registered adapter is multi-agent, read from its class without making it."""
+    from guidedrl.registry import ENVS
+
+    entry = ENVS.get(env_id)
+    factory = getattr(entry, "factory", None)
+    return bool(getattr(factory, "multi_agent", False) or getattr(getattr(factory, "func", None), "multi_agent", False))
 
 
 def method_lines(summary: dict[str, Any]) -> list[str]:
@@ -262,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     default_show = warnings.showwarning
 
     def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
-        if issubclass(category, RunFileWarning):  # one line, no source location: it is about the user's files
+        if issubclass(category, (RunFileWarning, ConfigWarning)):  # one line, no source location: about the user's files
             print(f"guidedrl: warning: {message}", file=sys.stderr)
         else:
             default_show(message, category, *rest, **kw)

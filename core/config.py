@@ -12,7 +12,11 @@ saved config names the preset and holds every resolved value.
 
 from __future__ import annotations
 
+import ast
+import inspect
+import math
 import re
+import textwrap
 import tomllib
 import types
 import typing
@@ -70,23 +74,32 @@ class PPOConfig:
     """PPO (discrete or continuous actions)."""
 
     lr: float = attrs.field(default=1e-3, validator=_pos)
+    """Adam learning rate (the start of the schedule when ``lr_schedule = "linear"``)."""
     lr_schedule: Literal["constant", "linear"] = attrs.field(default="constant", validator=_choice("constant", "linear"))
     """``linear``: the learning rate falls from ``lr`` to 0 over the run's ``steps`` (as SB3's ``lin_``
     schedules: set before each update from the env steps done, so a resumed run continues it)."""
     hidden: tuple[int, ...] = (64, 64)
+    """Hidden-layer sizes of the actor and of the critic (separate networks)."""
     steps_per_collect: int = attrs.field(default=1024, validator=_pos)
     """Env steps gathered before each update."""
     repeat: int = attrs.field(default=10, validator=_pos)
     """Passes over each collected batch."""
     batch_size: int = attrs.field(default=256, validator=_pos)
+    """Minibatch size of each gradient step."""
     gamma: float = attrs.field(default=0.99, validator=_prob)
+    """Discount factor."""
     gae_lambda: float = attrs.field(default=0.95, validator=_prob)
+    """GAE lambda (bias-variance trade-off of the advantage estimate)."""
     eps_clip: float = attrs.field(default=0.2, validator=_pos)
+    """Clip range of the probability ratio."""
     clip_schedule: Literal["constant", "linear"] = attrs.field(default="constant", validator=_choice("constant", "linear"))
     """``linear``: the clip range falls from ``eps_clip`` to 0 over the run's ``steps`` (like ``lr_schedule``)."""
     ent_coef: float = attrs.field(default=0.0, validator=_nonneg)
+    """Weight of the entropy bonus in the loss."""
     vf_coef: float = attrs.field(default=0.5, validator=_nonneg)
+    """Weight of the value loss in the loss."""
     max_grad_norm: float = attrs.field(default=0.5, validator=_pos)
+    """Gradients are clipped to this global norm."""
     advantage_normalization: bool = False
     """Normalise advantages (per minibatch; per batch over the policy's own steps when actions are advised)."""
     activation: Literal["auto", "tanh", "relu"] = attrs.field(default="auto", validator=_choice("auto", "tanh", "relu"))
@@ -103,14 +116,23 @@ class DQNConfig:
     """DQN (discrete actions)."""
 
     lr: float = attrs.field(default=1e-3, validator=_pos)
+    """Adam learning rate."""
     hidden: tuple[int, ...] = (128, 128)
+    """Hidden-layer sizes of the Q-network."""
     gamma: float = attrs.field(default=0.99, validator=_prob)
+    """Discount factor."""
     n_step: int = attrs.field(default=3, validator=_pos)
+    """Steps of the n-step return in the TD target."""
     target_update_freq: int = attrs.field(default=320, validator=_nonneg)
+    """Gradient steps between target-network copies; 0: no target network."""
     buffer_size: int = attrs.field(default=20000, validator=_pos)
+    """Replay buffer capacity in transitions (shared over the training envs)."""
     batch_size: int = attrs.field(default=64, validator=_pos)
+    """Transitions sampled per gradient step."""
     steps_per_collect: int = attrs.field(default=16, validator=_pos)
+    """Env steps gathered between updates (rounded up to a multiple of ``train.num_envs``)."""
     updates_per_step: float = attrs.field(default=0.1, validator=_pos)
+    """Gradient steps per collected env step (0.1: one update every 10 steps)."""
     eps_train: float = attrs.field(default=0.1, validator=_prob)
     """Exploration rate while training (the final one when ``eps_decay_steps`` > 0)."""
     eps_train_start: float = attrs.field(default=1.0, validator=_prob)
@@ -119,6 +141,7 @@ class DQNConfig:
     """Env steps over which exploration falls linearly from ``eps_train_start`` to ``eps_train``
     (SB3's ``exploration_fraction`` times its budget); 0 keeps ``eps_train`` throughout."""
     eps_test: float = attrs.field(default=0.0, validator=_prob)
+    """Exploration rate in test episodes."""
     start_steps: int = attrs.field(default=1000, validator=_nonneg)
     """Random-policy steps before learning starts."""
 
@@ -128,18 +151,31 @@ class SACConfig:
     """SAC (continuous actions)."""
 
     actor_lr: float = attrs.field(default=1e-3, validator=_pos)
+    """Adam learning rate of the actor."""
     critic_lr: float = attrs.field(default=1e-3, validator=_pos)
+    """Adam learning rate of the two critics."""
     hidden: tuple[int, ...] = (256, 256)
+    """Hidden-layer sizes of the actor and of each critic."""
     gamma: float = attrs.field(default=0.99, validator=_prob)
+    """Discount factor."""
     tau: float = attrs.field(default=0.005, validator=_prob)
+    """Soft-update rate of the target critics."""
     alpha: float = attrs.field(default=0.2, validator=_nonneg)
+    """Entropy temperature (its start value when ``auto_alpha``)."""
     auto_alpha: bool = True
+    """Tune the temperature towards a target entropy of ``-action_dim``."""
     n_step: int = attrs.field(default=1, validator=_pos)
+    """Steps of the n-step return in the TD target."""
     buffer_size: int = attrs.field(default=200000, validator=_pos)
+    """Replay buffer capacity in transitions (shared over the training envs)."""
     batch_size: int = attrs.field(default=256, validator=_pos)
+    """Transitions sampled per gradient step."""
     steps_per_collect: int = attrs.field(default=1, validator=_pos)
+    """Env steps gathered between updates (rounded up to a multiple of ``train.num_envs``)."""
     updates_per_step: float = attrs.field(default=1.0, validator=_pos)
+    """Gradient steps per collected env step."""
     start_steps: int = attrs.field(default=5000, validator=_nonneg)
+    """Random-policy steps before learning starts."""
 
 
 @attrs.frozen(kw_only=True)
@@ -147,17 +183,27 @@ class MARLConfig:
     """Multi-agent PPO on PettingZoo parallel envs (used when the env adapter is multi-agent)."""
 
     lr: float = attrs.field(default=3e-4, validator=_pos)
+    """Adam learning rate of actors and critic."""
     hidden: tuple[int, ...] = (64, 64)
+    """Hidden-layer sizes of each actor and of the critic."""
     steps_per_collect: int = attrs.field(default=2048, validator=_pos)
     """Joint env steps gathered before each update."""
     repeat: int = attrs.field(default=5, validator=_pos)
+    """Passes over each collected batch."""
     batch_size: int = attrs.field(default=256, validator=_pos)
+    """Minibatch size of each gradient step."""
     gamma: float = attrs.field(default=0.99, validator=_prob)
+    """Discount factor."""
     gae_lambda: float = attrs.field(default=0.95, validator=_prob)
+    """GAE lambda."""
     eps_clip: float = attrs.field(default=0.2, validator=_pos)
+    """Clip range of the probability ratio."""
     ent_coef: float = attrs.field(default=0.01, validator=_nonneg)
+    """Weight of the entropy bonus in the loss."""
     vf_coef: float = attrs.field(default=0.5, validator=_nonneg)
+    """Weight of the value loss in the loss."""
     max_grad_norm: float = attrs.field(default=0.5, validator=_pos)
+    """Gradients are clipped to this global norm."""
     share_parameters: bool = True
     """One actor for all agents (agent id appended to the observation) instead of one per agent."""
     centralized_critic: bool = True
@@ -177,7 +223,9 @@ class PretrainConfig:
     steps: int = attrs.field(default=0, validator=_nonneg)
     """Gradient steps of behaviour cloning; 0 skips pre-training."""
     batch_size: int = attrs.field(default=256, validator=_pos)
+    """Demonstration transitions per gradient step."""
     lr: float = attrs.field(default=1e-3, validator=_pos)
+    """Adam learning rate of behaviour cloning."""
     demos_path: str | None = None
     """An ``.npz`` of demonstrations loaded by the core's default ``generate_demonstrations``."""
 
@@ -246,19 +294,28 @@ class RunConfig:
     steps: int = attrs.field(default=50000, validator=_pos)
     """Training env steps."""
     seed: int = attrs.field(default=0, validator=_nonneg)
+    """Seeds torch, numpy, the envs and ``ctx.rng``; a run is reproducible from it."""
     methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     """Method plugins, in order of precedence (the first wins ``refine_action``)."""
     method_config: dict[str, dict[str, Any]] = attrs.field(factory=dict)
-    """Settings of each method (TOML: a table named after the method)."""
+    """Settings of each method (TOML: a table named after the method). ``train()`` fills in each
+    method's defaults, so the saved ``config.toml`` holds every setting the run used."""
     out: str | None = None
     """Run directory; default ``runs/<env>__<methods>__<seed>__<time>``."""
     train: TrainConfig = attrs.field(factory=TrainConfig)
+    """How training is run (``[train]``)."""
     ppo: PPOConfig = attrs.field(factory=PPOConfig)
+    """PPO settings (``[ppo]``; used when ``algo = "ppo"``)."""
     dqn: DQNConfig = attrs.field(factory=DQNConfig)
+    """DQN settings (``[dqn]``; used when ``algo = "dqn"``)."""
     sac: SACConfig = attrs.field(factory=SACConfig)
+    """SAC settings (``[sac]``; used when ``algo = "sac"``)."""
     marl: MARLConfig = attrs.field(factory=MARLConfig)
+    """Multi-agent PPO settings (``[marl]``; used when the env is multi-agent)."""
     pretrain: PretrainConfig = attrs.field(factory=PretrainConfig)
+    """Offline imitation before RL (``[pretrain]``)."""
     llm: LLMConfig = attrs.field(factory=LLMConfig)
+    """The LLM the run's methods talk to (``[llm]``)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self, recurse=True)
@@ -349,6 +406,9 @@ def _explain(exc: Exception) -> str:
 
 
 def _coerce(field: attrs.Attribute, value: Any, name: str) -> Any:
+    """``value`` for ``field`` (named ``name`` in messages), converted where TOML and ``--set`` give
+    another spelling of the same thing (an int for a float, a list for a tuple), else a
+    :class:`ConfigError` naming the setting, the expected type and the value given."""
     hint = field.type
     origin = typing.get_origin(hint)
     if isinstance(hint, type) and attrs.has(hint):
@@ -359,22 +419,81 @@ def _coerce(field: attrs.Attribute, value: Any, name: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {value!r}")
         return tuple(value)
-    if hint is float or (origin in (typing.Union, types.UnionType) and float in typing.get_args(hint)):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-    if hint is int and isinstance(value, float):
-        if not value.is_integer():
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        return int(value)
-    if hint in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return value
+    base, optional = _scalar(hint)
+    if base is None or (optional and value is None):
+        return value
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if base is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be {'an integer' if base is int else 'a number'}, got {value!r}")
+    if base is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            return int(value)
+        return value
+    return float(value)
+
+
+def _scalar(hint: Any) -> tuple[type | None, bool]:
+    """``(int | float | bool | str, optional)`` for a field typed ``X`` or ``X | None``, else ``(None, _)``
+    (other types, e.g. ``Literal`` or ``dict``, are left to the field's validator)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    optional = type(None) in args
+    rest = [a for a in args if a is not type(None)]
+    if len(rest) == 1 and rest[0] in (bool, int, float, str):
+        return rest[0], optional
+    return None, optional
 
 
 for _cls in (*SECTIONS.values(), RunConfig):
     attrs.resolve_types(_cls)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring of each field of an attrs config class (the string literal under the field in
+    its source; ``""`` for a field without one), read with :mod:`ast` because attrs keeps none."""
+    fields = [f.name for f in attrs.fields(cls)]
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return dict.fromkeys(fields, "")
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for stmt, nxt in zip(body, body[1:] + [None], strict=True):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
+    return {name: docs.get(name, "") for name in fields}
+
+
+def steps_notice(config: RunConfig, *, multi_agent: bool = False) -> str | None:
+    """A sentence saying where a run will really stop when ``steps`` is not a whole number of
+    collections (the loop collects ``steps_per_collect`` env steps at a time, rounded up to a
+    multiple of ``train.num_envs``, after off-policy ``start_steps``), or ``None`` when it stops at
+    ``steps``. ``guidedrl run`` prints it before training."""
+    n_envs = config.train.num_envs
+    if multi_agent:
+        section, cfg = "marl", config.marl
+        per, start = max(1, cfg.steps_per_collect // n_envs) * n_envs, 0
+    else:
+        section = config.algo
+        cfg = getattr(config, section)
+        per = math.ceil(cfg.steps_per_collect / n_envs) * n_envs
+        start = math.ceil(cfg.start_steps / n_envs) * n_envs if section in ("dqn", "sac") and cfg.start_steps > 0 else 0
+    end = start if start >= config.steps else start + math.ceil((config.steps - start) / per) * per
+    if end == config.steps:
+        return None
+    how = f"the {per} env steps collected at a time ({section}.steps_per_collect={cfg.steps_per_collect} over train.num_envs={n_envs})"
+    if start:
+        how += f" after {start} random ones ({section}.start_steps={cfg.start_steps})"
+    return f"steps={config.steps} is not a multiple of {how}: the run will stop at {end} env steps"
 
 
 def from_dict(data: Mapping[str, Any]) -> RunConfig:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from guidedrl.errors import GuidedRLError
 from guidedrl.types import CriticalState, Demonstrations
 
 if TYPE_CHECKING:
@@ -104,11 +103,12 @@ class RunContext:
         return self._llm is not None
 
     def require_adapter(self, method: str) -> None:
-        """Fail early, naming the missing adapter, when a method needs text for a plain env."""
-        from guidedrl.envs import PlainGymAdapter
+        """Fail early, naming the missing adapter, when a method needs text for a plain env. (A method
+        that declares ``requires = ("describe", ...)`` is checked before training starts instead.)"""
+        from guidedrl.envs import MissingAdapterError, PlainGymAdapter
 
         if isinstance(self.adapter, PlainGymAdapter):
-            raise GuidedRLError(
+            raise MissingAdapterError(
                 f"method {method!r} asks an LLM about states, but env {self.adapter.env_id!r} has no "
                 "guidedrl adapter. Install one that registers this id (see `guidedrl envs`) or write "
                 "one (CONTRIBUTING.md, 'Writing an environment adapter')."

@@ -18,6 +18,12 @@ class PluginError(GuidedRLError):
     """A plugin is unknown, fails to load, or is written wrongly."""
 
 
+class AdapterError(PluginError):
+    """An env adapter lacks what the run needs (a description, an action vocabulary, an expert,
+    ``simulate``, a plan executor), found at start-up; the message names the adapter, the missing
+    piece and the section of CONTRIBUTING.md to read."""
+
+
 class HookError(PluginError):
     """A method's hook raised, or returned something the core cannot use (wrong type, shape or dtype,
     a non-finite number, an illegal action), or its result made the training loss non-finite.
@@ -38,6 +44,11 @@ class HookError(PluginError):
 class RunFileError(GuidedRLError):
     """A run-directory file is missing, damaged or unsafe; the message names the file, what is
     wrong with it and the way forward."""
+
+
+class ConfigWarning(UserWarning):
+    """A setting works, but not as its value suggests (e.g. ``steps`` that is not a whole number of
+    collections); the CLI prints it as one line."""
 
 
 class RunFileWarning(UserWarning):

@@ -138,17 +138,47 @@ def build_method_config(name: str, obj: Any, raw: Mapping[str, Any]) -> Any:
                 f"method {name!r} takes no settings, but the config gives [{name}] {dict(raw)}; remove them."
             )
         return None
-    fields = {f.name for f in attrs.fields(cls)}
-    for key in raw:
+    from guidedrl.config import _coerce  # the core's own conversions and type errors
+
+    try:
+        attrs.resolve_types(cls)  # string annotations (``from __future__ import annotations``) → types
+    except Exception:  # noqa: BLE001 - an unresolvable annotation is left unchecked, as before
+        pass
+    fields = {f.name: f for f in attrs.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
         if key not in fields:
             raise ConfigError(
                 f"unknown setting {name}.{key}.{did_you_mean(key, fields)} "
                 f"Settings of {name!r}: {', '.join(sorted(fields))}."
             )
+        kwargs[key] = _coerce(fields[key], value, f"{name}.{key}")
     try:
-        return cls(**raw)
+        return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad setting for method {name!r}: {exc}") from exc
+
+
+def method_settings(pm: GuidedPluginManager, raw: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every setting of each method of the run, defaults included, as plain data (what
+    ``config.toml`` saves, so that a re-run after a plugin changed its defaults keeps the old
+    values): each method's ``Config`` built from ``raw`` (its user settings) and turned back into a
+    dict. Methods without a ``Config`` are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in pm.method_order:
+        config = build_method_config(name, pm.method_objects[name], raw.get(name, {}))
+        if config is not None:
+            out[name] = _plain(attrs.asdict(config, recurse=True))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively: the form a TOML file gives back, so saved and given compare equal."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def instantiate_method(name: str, obj: Any, raw_config: Mapping[str, Any]) -> Any:
@@ -172,6 +202,8 @@ class GuidedPluginManager(pluggy.PluginManager):
         super().__init__(hookspecs.PROJECT)
         self.add_hookspecs(hookspecs)
         self.method_order: list[str] = []
+        #: What each method's entry point (or extra plugin) loaded as: its class, module or object.
+        self.method_objects: dict[str, Any] = {}
         self.plugin_info: dict[str, PluginInfo | None] = {}
         #: Print every guidance hook call and its result to stderr (``GUIDEDRL_TRACE_PLUGINS=1``).
         self.trace_hooks = os.environ.get(TRACE_ENV, "").lower() not in ("", "0", "false", "no")
@@ -229,6 +261,7 @@ def make_manager(
         except (ValueError, pluggy.PluginValidationError) as exc:  # registered twice / bad hookimpl
             raise PluginError(f"method {name!r} could not be registered: {exc}") from exc
         pm.plugin_info[name] = info
+        pm.method_objects[name] = obj
         if not guidance_hooks_of(plugin):
             declared = _declared_hook_names(plugin)
             warnings.warn(

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from guidedrl.errors import PluginError, did_you_mean
+from guidedrl.errors import ConfigError, PluginError, did_you_mean
 
 
 @attrs.define
@@ -40,16 +40,20 @@ class Registry:
         self._loaded = True
         from guidedrl.plugins import registry_manager
 
-        pm = registry_manager(self.group)
-        for impl in getattr(pm.hook, self.hook).get_hookimpls():
-            source = impl.plugin_name
+        try:
+            pm = registry_manager(self.group)
+            for impl in getattr(pm.hook, self.hook).get_hookimpls():
+                source = impl.plugin_name
 
-            def register(
-                id: str, factory: Callable[..., Any], summary: str = "", _source: str = source
-            ) -> None:
-                self.add(id, factory, source=_source, summary=summary)
+                def register(
+                    id: str, factory: Callable[..., Any], summary: str = "", _source: str = source
+                ) -> None:
+                    self.add(id, factory, source=_source, summary=summary)
 
-            impl.function(register=register)
+                impl.function(register=register)
+        except BaseException:  # a plugin failed to load: try again next time, not a half-filled registry for good
+            self._loaded = False
+            raise
 
     def add(self, id: str, factory: Callable[..., Any], *, source: str = "user", summary: str = "") -> None:
         if id in self._entries and self._entries[id].source != source:
@@ -95,7 +99,13 @@ def make_adapter(env_id: str, **kwargs: Any) -> Any:
     """The adapter for ``env_id``: a registered one, else a plain Gymnasium env (trains, no text)."""
     entry = ENVS.get(env_id)
     if entry is not None:
-        return entry.factory(**kwargs)
+        try:
+            return entry.factory(**kwargs)
+        except (TypeError, ValueError) as exc:  # wrong env_kwargs: a user mistake, not a traceback
+            raise ConfigError(
+                f"environment {env_id!r} could not be made with env_kwargs {kwargs}: {type(exc).__name__}: {exc}. "
+                "Fix env_kwargs (see the adapter's documentation, `guidedrl envs`)."
+            ) from exc
     import gymnasium as gym
 
     from guidedrl.envs import PlainGymAdapter

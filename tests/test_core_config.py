@@ -130,7 +130,7 @@ def test_unknown_settings_name_the_field_and_suggest(data, fragments):
         ({"train": {"num_envs": 0}}, ["[train]", "num_envs"]),
         ({"algo": "a2c"}, ["algo", "a2c"]),
         ({"train": {"vector": "threads"}}, ["vector", "threads"]),
-        ({"steps": "many"}, ["steps must be a number", "'many'"]),
+        ({"steps": "many"}, ["steps must be an integer", "'many'"]),
         ({"train": {"checkpoint": "yes"}}, ["train.checkpoint must be true or false"]),
         ({"ppo": {"hidden": 64}}, ["ppo.hidden must be a list"]),
         ({"train": 3}, ["train must be a table"]),

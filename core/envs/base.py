@@ -10,13 +10,17 @@ import attrs
 import gymnasium as gym
 import numpy as np
 
+from guidedrl.envs.protocols import ActionVocabulary, SimResult, build_vocabulary
+from guidedrl.errors import AdapterError
+
 
 class InvalidAction(ValueError):
     """An LLM's answer does not name a legal action. The message says why (it is fed back to the LLM)."""
 
 
-class MissingAdapterError(RuntimeError):
-    """A method needs text about the env, but the env has no guidedrl adapter."""
+class MissingAdapterError(AdapterError, RuntimeError):
+    """A method needs text about the env, but the env has no guidedrl adapter (or its adapter has no
+    ``describe``). A :class:`~guidedrl.errors.GuidedRLError`: the CLI prints it as one sentence."""
 
 
 @attrs.frozen(kw_only=True)
@@ -149,10 +153,7 @@ class BoxActions:
         return rng.uniform(self.low, self.high).astype(np.float32)
 
 
-ActionVocabulary = DiscreteActions | BoxActions
-
-
-def vocabulary_for(space: gym.Space) -> ActionVocabulary:
+def vocabulary_for(space: gym.Space) -> DiscreteActions | BoxActions:
     """A generic vocabulary for a Gymnasium action space (actions named by index)."""
     if isinstance(space, gym.spaces.Discrete):
         return DiscreteActions([f"action_{i}" for i in range(int(space.n))])
@@ -228,29 +229,39 @@ class EnvAdapter:
 
     @property
     def vocabulary(self) -> ActionVocabulary:
+        """The action vocabulary, built once from :meth:`action_vocabulary`."""
         if self._vocabulary is None:
             env = self.make()
             try:
-                self._vocabulary = self.action_vocabulary(env.action_space)
+                self._vocabulary = build_vocabulary(self, env.action_space)
             finally:
                 env.close()
         return self._vocabulary
 
     def action_vocabulary(self, space: gym.Space) -> ActionVocabulary:
-        """What each action means. Default: generic names by index."""
+        """What each action means. Default: generic names by index.
+
+        Override as ``action_vocabulary(self, space)`` or, when the vocabulary does not depend on
+        the space, ``action_vocabulary(self)``: the core calls either spelling."""
         return vocabulary_for(space)
 
     def describe(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> Description:
         """The state in words plus exact JSON. Adapters must override this."""
-        raise NotImplementedError
+        raise MissingAdapterError(
+            f"adapter {self!r} does not implement describe(obs, info), so an LLM cannot be told about its "
+            "states; implement it (CONTRIBUTING.md, 'Writing an environment adapter')"
+        )
 
     @property
     def expert(self) -> Expert | None:
         """An expert that can answer the LLM's questions, or ``None``."""
         return None
 
-    def simulate(self, state: dict[str, Any], action: Any) -> dict[str, Any] | None:
-        """Optional simulator check of an action from a state (e.g. Grid2Op's ``obs.simulate``)."""
+    def simulate(self, state: dict[str, Any], action: Any) -> SimResult | None:
+        """Optional simulator check of an action from a state, before it is used (e.g. Grid2Op's
+        ``obs.simulate``): a :class:`~guidedrl.envs.SimResult` whose ``reason`` is fed back to the
+        LLM. Default ``None``: no simulator (a method that ``requires = ("simulate",)`` is refused
+        at start-up). ``state`` is the exact JSON of :meth:`describe`, ``action`` a parsed action."""
         return None
 
     def __repr__(self) -> str:
@@ -277,7 +288,10 @@ class MultiAgentEnvAdapter:
 
     ``make()`` returns a ``pettingzoo.ParallelEnv``. ``describe(observations, info)`` describes the
     joint state. ``expert`` may offer ``plan(state) -> list[instruction]`` and ``act(state) ->
-    {agent: action}``; ``execute_plan(env, plan)`` turns instructions into per-step joint actions.
+    {agent: action}``. An adapter that plans (LCIL, LEED) implements the
+    :class:`~guidedrl.envs.PlanExecutor` protocol: ``validate_plan(plan)`` (normalised items or
+    :class:`InvalidAction`) and ``execute_plan(plan, state) -> PlanStep`` (every agent's action in
+    this state, and the items rejected here with their reasons).
     """
 
     env_id: str = ""
@@ -291,6 +305,7 @@ class MultiAgentEnvAdapter:
         raise NotImplementedError
 
     def describe(self, observations: dict[str, Any], info: dict[str, Any] | None = None) -> Description:
+        """The joint state in words plus exact JSON. Adapters must override this."""
         raise MissingAdapterError(
             f"multi-agent environment {self.env_id!r} has no description; its adapter must implement describe()"
         )

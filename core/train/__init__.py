@@ -15,7 +15,8 @@ import torch
 from guidedrl.config import RunConfig, refuse_secrets
 from guidedrl.context import RunContext
 from guidedrl.errors import ConfigError, RunFileError, RunFileWarning
-from guidedrl.plugins import make_manager
+from guidedrl.envs.protocols import check_adapter, method_requirements
+from guidedrl.plugins import make_manager, method_settings
 from guidedrl.records import (
     CHECKPOINT,
     PREV_CHECKPOINT,
@@ -75,6 +76,8 @@ def train(
     refuse_secrets(config)  # before anything is written
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     flags: list[str] = []
+    pm = make_manager(config.methods, config.method_config, extra_plugins=extra_plugins)
+    config = attrs.evolve(config, method_config=method_settings(pm, config.method_config))  # defaults saved too
     if resume:
         saved = run_dir / "config.toml"
         if not ((run_dir / CHECKPOINT).exists() or (run_dir / PREV_CHECKPOINT).exists()):
@@ -86,6 +89,7 @@ def train(
             from guidedrl.config import from_dict, load
 
             saved_cfg = from_dict(load(saved))
+            saved_cfg = attrs.evolve(saved_cfg, method_config=method_settings(pm, saved_cfg.method_config))
             if attrs.evolve(saved_cfg, steps=config.steps, out=config.out) != attrs.evolve(config, out=config.out):
                 raise ConfigError(
                     f"--resume: the config differs from the one saved in {saved}; resume with the saved config "
@@ -109,8 +113,8 @@ def train(
     # Everything that can fail on a wrong config fails before the run directory is written.
     if config.train.init_from and not resume:
         load_run_checkpoint(config.train.init_from)  # missing or damaged: refused here, loaded again by the learner
-    pm = make_manager(config.methods, config.method_config, extra_plugins=extra_plugins)
     adapter = make_adapter(config.env, **config.env_kwargs)
+    check_adapter(adapter, method_requirements(pm))  # what the methods declare they need, before training
     device = resolve_device(config.train.device)
     if overwrite and not resume:
         remove_run_files(run_dir)

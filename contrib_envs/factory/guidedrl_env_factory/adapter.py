@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from guidedrl.envs import Description, MultiAgentEnvAdapter
+from guidedrl.envs import Description, MultiAgentEnvAdapter, PlanStep
 
 from guidedrl_env_factory.domains import DOMAINS, Domain
 from guidedrl_env_factory.env import FactoryParallelEnv
@@ -104,8 +104,9 @@ class FactoryAdapter(MultiAgentEnvAdapter):
         """Normalised instructions, or :class:`~guidedrl.envs.InvalidAction` with the reason."""
         return validate_plan(instructions, self.agents, self.n_stations)
 
-    def execute_plan(self, plan: list[dict[str, Any]], state: dict[str, Any]) -> tuple[dict[str, int], list[tuple[dict, str]]]:
-        """The joint action of a validated plan in ``state``, and the rejected items with reasons."""
+    def execute_plan(self, plan: list[dict[str, Any]], state: dict[str, Any]) -> PlanStep:
+        """The joint action of a validated plan in ``state``, and the rejected items with reasons
+        (the :class:`~guidedrl.envs.PlanExecutor` protocol; unpacks as ``actions, rejected``)."""
         return self.executor.actions(plan, state)
 
     @staticmethod

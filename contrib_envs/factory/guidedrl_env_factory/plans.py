@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from guidedrl.envs import InvalidAction
+from guidedrl.envs import InvalidAction, PlanStep
 
 from guidedrl_env_factory.expert import instruction_action
 
@@ -116,8 +116,8 @@ class PlanExecutor:
         self.agents = list(agents)
         self.n_stations = n_stations
 
-    def actions(self, plan: list[dict[str, Any]], state: dict[str, Any]) -> tuple[dict[str, int], list[tuple[dict, str]]]:
-        """``({agent: action}, [(item, reason), ...])`` for one step."""
+    def actions(self, plan: list[dict[str, Any]], state: dict[str, Any]) -> PlanStep:
+        """``PlanStep(actions={agent: action}, rejected=[(item, reason), ...])`` for one step."""
         acts = dict.fromkeys(self.agents, 0)
         rejected: list[tuple[dict, str]] = []
         claimed: dict[int, str] = {}
@@ -133,4 +133,4 @@ class PlanExecutor:
             if item["parameter"] is not None:
                 claimed[item["parameter"]] = item["agent"]
             acts[item["agent"]] = instruction_action(item, self.n_stations)
-        return acts, rejected
+        return PlanStep(acts, rejected)

@@ -13,21 +13,11 @@ from __future__ import annotations
 import math
 import re
 import reprlib
-from typing import Any, NamedTuple
+from typing import Any
 
-from guidedrl.envs import InvalidAction
+from guidedrl.envs import InvalidAction, PlanStep
 
 from guidedrl_env_mpe.expert import move_toward
-
-try:
-    from guidedrl.envs import PlanStep
-except ImportError:  # a core before the adapter protocols (issue 8): the same shape
-
-    class PlanStep(NamedTuple):  # type: ignore[no-redef]
-        """One step of a plan: every agent's action, and the items rejected in this state with reasons."""
-
-        actions: dict[str, Any]
-        rejected: list[tuple[Any, str]]
 
 
 _COMMANDS = {"moveto", "move_to", "move to", "move", "goto", "go_to", "go to"}

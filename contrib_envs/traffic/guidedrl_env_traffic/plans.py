@@ -26,17 +26,7 @@ import re
 import reprlib
 from typing import Any, NamedTuple
 
-from guidedrl.envs import InvalidAction
-
-try:
-    from guidedrl.envs import PlanStep
-except ImportError:  # a core before the adapter protocols (issue 8): the same shape
-
-    class PlanStep(NamedTuple):  # type: ignore[no-redef]
-        """One step of a plan: every agent's action, and the items rejected in this state with reasons."""
-
-        actions: dict[str, Any]
-        rejected: list[tuple[Any, str]]
+from guidedrl.envs import InvalidAction, PlanStep
 
 
 COMMAND = "MoveTo"

@@ -20,6 +20,7 @@ import attrs
 
 import guidedrl
 from guidedrl_lcil import coordination, demonstrations, finetune, imitation
+from guidedrl_lcil.demonstrations import LCIL_REQUIRES
 
 if TYPE_CHECKING:
     from guidedrl.context import RunContext
@@ -35,6 +36,8 @@ class LCIL:
     """The LCIL method plugin (``--methods lcil``)."""
 
     name = "lcil"
+    requires = LCIL_REQUIRES
+    """Checked at start-up (guidedrl.envs.check_adapter): LCIL describes states and executes plans."""
 
     @attrs.frozen(kw_only=True)
     class Config:

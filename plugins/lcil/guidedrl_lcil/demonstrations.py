@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from guidedrl.envs import check_adapter
+from guidedrl.errors import AdapterError
 from guidedrl.types import Demonstrations
 from guidedrl_lcil.coordination import CoordinationHistory, resolve_conflicts
 
@@ -22,14 +24,16 @@ if TYPE_CHECKING:
     from guidedrl_lcil import LCIL
 
 log = logging.getLogger("guidedrl.lcil")
+LCIL_REQUIRES = ("describe", "plan_executor")
 
 
 def _needs(adapter: Any) -> None:
-    missing = [name for name in ("describe", "validate_plan", "execute_plan") if not hasattr(adapter, name)]
-    if missing or not getattr(adapter, "multi_agent", False):
-        raise TypeError(
-            f"LCIL needs a multi-agent adapter with describe(), validate_plan() and execute_plan(); "
-            f"{adapter!r} lacks {missing or ['multi_agent']}. The factory envs (guidedrl-env-factory) have them."
+    """The start-up check (``LCIL.requires``) plus LCIL's own: the adapter is multi-agent."""
+    check_adapter(adapter, {"lcil": LCIL_REQUIRES})
+    if not getattr(adapter, "multi_agent", False):
+        raise AdapterError(
+            f"LCIL needs a multi-agent adapter; {adapter!r} is single-agent. The factory envs "
+            "(guidedrl-env-factory) are multi-agent and execute plans."
         )
 
 

@@ -30,6 +30,8 @@ class Ultra:
     """ULTRA as a guidedrl method plugin. Its run state lives in ``ctx.state["ultra"]``."""
 
     Config = UltraConfig
+    requires = ("describe", "action_vocabulary")
+    """Checked at start-up (guidedrl.envs.check_adapter): ULTRA describes states and parses actions."""
 
     def __init__(self, config: UltraConfig | None = None) -> None:
         self.config = config if config is not None else UltraConfig()
