@@ -112,7 +112,7 @@ def test_dqn_resume_after_sigkill_reloads_the_replay_buffer(guidedrl_script, tmp
         loaded.append(len(buffer))
 
     monkeypatch.setattr(records, "restore_replay_buffer", spy)
-    monkeypatch.setattr("guidedrl.train.single.restore_replay_buffer", spy)
+    monkeypatch.setattr("guidedrl.train.loop.restore_replay_buffer", spy)
     # `--out DIR --resume` continues the run in DIR with its saved config
     assert main(["run", "--out", str(run_dir), "--resume", "--quiet", "--no-plot"]) == 0
     assert loaded and loaded[0] >= at, f"the replay buffer was not restored (loaded {loaded}, checkpoint at {at})"
