@@ -2,10 +2,10 @@
 
 :class:`GuidedAlgorithmMixin` is mixed into Tianshou's own ``PPO``, ``DQN`` and ``SAC``:
 
-- ``shape_reward``: the summed bonus is added to ``batch.rew`` before advantages are computed
-  (on-policy), or to ``buffer.rew`` at the sampled indices before the n-step targets are computed
-  and restored after the update (off-policy; Tianshou's n-step return reads ``buffer.rew``). With
-  ``n_step > 1`` the later steps of an n-step window keep their unshaped reward.
+- ``shape_reward`` does not happen here: the training collector stores each transition's bonus with
+  it once, right after collection (``rew`` = env reward + ``policy.bonus``,
+  :mod:`guidedrl.guidance`), so GAE and Tianshou's n-step returns (which read ``buffer.rew``) use
+  every step's bonus, whichever neighbours a minibatch samples.
 - ``update_policy``: the policy's optimiser (PPO: actor-critic; DQN: Q-net; SAC: actor) is wrapped
   so every ``step(loss)`` adds the plugins' loss terms computed on the update's batch.
 - advised steps (``batch.policy.advised``): PPO recomputes ``logp_old`` from stored actions, which
@@ -68,7 +68,6 @@ class GuidedAlgorithmMixin:
     _guided_ctx: RunContext
     _guided_hooks: hooks.HookSet
     _guided_batch: Any = None
-    _guided_restore: tuple[Any, np.ndarray, np.ndarray] | None = None
 
     def attach_guidance(self, ctx: RunContext, hook_set: hooks.HookSet, optimizer_attr: str) -> None:
         self._guided_ctx = ctx
@@ -87,19 +86,10 @@ class GuidedAlgorithmMixin:
         return stats
 
     def _preprocess_batch(self, batch: Any, buffer: Any, indices: np.ndarray) -> Any:
-        ctx, hook_set = self._guided_ctx, self._guided_hooks
-        on_policy = isinstance(self, OnPolicyAlgorithm)
-        if hook_set.shape_reward:
-            bonus = hooks.shape_reward(ctx, batch)
-            if bonus is not None:
-                batch.rew = batch.rew + bonus.astype(batch.rew.dtype)
-                if not on_policy:
-                    original = buffer.rew[indices].copy()
-                    buffer.rew[indices] = original + bonus.astype(original.dtype)
-                    self._guided_restore = (buffer, indices, original)
-                ctx.counters["shaped_updates"] += 1
+        # Rewards arrive shaped: the collector stored each transition's bonus with it (rew = env
+        # reward + bonus) once, right after collection, so GAE and n-step targets need nothing here.
         batch = super()._preprocess_batch(batch, buffer, indices)  # type: ignore[misc]
-        if on_policy and hook_set.refine_action:
+        if isinstance(self, OnPolicyAlgorithm) and self._guided_hooks.refine_action:
             self._exclude_advised(batch)
         self._guided_batch = batch
         return batch
@@ -119,10 +109,6 @@ class GuidedAlgorithmMixin:
         try:
             super()._postprocess_batch(batch, buffer, indices)  # type: ignore[misc]
         finally:
-            if self._guided_restore is not None:
-                buf, idx, original = self._guided_restore
-                buf.rew[idx] = original
-                self._guided_restore = None
             self._guided_batch = None
 
 

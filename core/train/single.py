@@ -119,6 +119,7 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
         env_steps += stats.n_collected_steps
         ctx.env_steps = env_steps
         train_collector.pop_finished()
+        train_collector.shape_new_transitions()
     pbar = tqdm(total=cfg.steps, initial=env_steps, desc=f"{cfg.env} {cfg.algo}", unit="step", disable=not progress)
     while env_steps < cfg.steps and not stopped_early:
         apply_schedules(algorithm, cfg, env_steps)  # exploration for this collection (also after --resume)
@@ -133,6 +134,7 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
                 episodes = train_collector.pop_finished()
                 if episodes:
                     hooks.identify_critical_states(ctx, episodes)
+            train_collector.shape_new_transitions()  # each transition meets shape_reward once, here
             apply_schedules(algorithm, cfg, env_steps)  # learning rate and clip range for this update
             if on_policy:
                 hooks.begin_update(ctx)
