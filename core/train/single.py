@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from tianshou.algorithm.algorithm_base import OnPolicyAlgorithm
-from tianshou.data import Collector, VectorReplayBuffer
+from tianshou.data import Collector
 from tianshou.utils.torch_utils import policy_within_training_step, torch_train_mode
 from tqdm.auto import tqdm
 
 from guidedrl.records import restore_replay_buffer
 from guidedrl.train import hooks, seeding
 from guidedrl.guidance import imitation_loss
-from guidedrl.train.algorithms import apply_schedules, build_algorithm
+from guidedrl.train.algorithms import ALGORITHMS, apply_schedules, build_algorithm
+from guidedrl.train.buffers import anneal_beta, make_replay_buffer
 from guidedrl.train.collector import GuidedCollector
 from guidedrl.train.vector import make_vector_env
 
@@ -71,7 +72,7 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
     algorithm.attach_guidance(ctx, hook_set, optim_attr)
     ctx.algorithm = algorithm
     on_policy = isinstance(algorithm, OnPolicyAlgorithm)
-    algo_cfg = getattr(cfg, cfg.algo)
+    algo_cfg = ALGORITHMS.get(cfg.algo).settings(cfg)
 
     start = {"env_steps": 0, "best_return": -np.inf, "epoch": 0, "final_return": float("nan"), "stopped_early": False}
     checkpoint = recorder.resumed_state if resume else None  # loaded and checked by train()
@@ -88,7 +89,7 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
     train_envs = make_vector_env(ctx.adapter, cfg.train.num_envs, cfg.train.vector, seed=cfg.seed)
     test_envs = make_vector_env(ctx.adapter, cfg.train.num_test_envs, "dummy", seed=cfg.seed + 10_000)
     buffer_size = algo_cfg.steps_per_collect if on_policy else algo_cfg.buffer_size
-    buffer = VectorReplayBuffer(max(buffer_size, cfg.train.num_envs), cfg.train.num_envs)
+    buffer = make_replay_buffer(cfg, buffer_size, cfg.train.num_envs)
     train_collector = GuidedCollector(algorithm, train_envs, buffer, exploration_noise=True, ctx=ctx, hook_set=hook_set)
     test_collector = Collector(algorithm, test_envs)
     train_collector.reset()
@@ -136,6 +137,7 @@ def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progre
                     hooks.identify_critical_states(ctx, episodes)
             train_collector.shape_new_transitions()  # each transition meets shape_reward once, here
             apply_schedules(algorithm, cfg, env_steps)  # learning rate and clip range for this update
+            anneal_beta(buffer, cfg, env_steps)  # prioritized replay's importance-sampling exponent
             if on_policy:
                 hooks.begin_update(ctx)
                 update_stats = algorithm.update(buffer=buffer, batch_size=algo_cfg.batch_size, repeat=algo_cfg.repeat)
