@@ -129,20 +129,10 @@ def reach(rows: list[dict], threshold: float) -> dict:
 
 def zero_shot(run_dir: str, target_env: str, *, seed: int, episodes: int) -> dict:
     """Evaluate the networks of ``run_dir`` on another domain with the same agent interface."""
-    import torch
+    from guidedrl.evaluate import evaluate_run
 
-    from guidedrl.config import MARLConfig, from_dict, load
-    from guidedrl.registry import make_adapter
-    from guidedrl.train.multiagent import MAPPO
-
-    cfg = from_dict(load(run_dir))
-    adapter = make_adapter(target_env)
-    probe = adapter.make()
-    algo = MAPPO.for_env(probe, cfg.marl if isinstance(cfg.marl, MARLConfig) else MARLConfig(), torch.device("cpu"))
-    ckpt = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
-    algo.load_state_dict(ckpt["algorithm"], networks_only=True)
-    res = algo.evaluate(adapter.make, episodes=episodes, n_envs=min(8, episodes), seed=10_000 + 1000 * seed)
-    return {"return": res["return"], "task_completion": res["metrics"]["task_completion"]}
+    res = evaluate_run(Path(run_dir), episodes=episodes, seed=10_000 + 1000 * seed, env=target_env)
+    return {"return": res["mean_return"], "task_completion": res["mean_task_completion"]}
 
 
 def job(spec: dict) -> dict:

@@ -2,7 +2,8 @@
 
 Three arms train the same PPO on CartPole-v1 (same networks, hyper-parameters, seeds and steps):
 
-  tianshou   a hand-written Tianshou 2.x script (Collector + OnPolicyTrainer), no guidedrl;
+  tianshou   a hand-written Tianshou 2.x script (Collectors, PPO's update, the same epoch
+             boundaries and episode restarts as guidedrl's loop), no guidedrl;
   guidedrl   ``guidedrl.train.train`` with no methods (run records, checkpoints, TensorBoard on);
   no-op      guidedrl with a test plugin implementing all five hooks as no-ops.
 
@@ -75,31 +76,40 @@ def _tianshou_ppo(seed: int):  # noqa: ANN202 - (algorithm, train envs, test env
     return algo, train_envs, test_envs
 
 
-def arm_tianshou(steps: int, seed: int) -> float:
+def arm_tianshou(steps: int, seed: int) -> tuple[float, float]:
+    """The hand-written loop: collect, update, and every epoch test and restart the training episodes
+    with the seeds guidedrl uses (its ``train/seeding.py``), so both arms train the very same policy."""
     import numpy as np
     import torch
     from tianshou.data import Collector, VectorReplayBuffer
-    from tianshou.trainer import OnPolicyTrainerParams
+    from tianshou.utils.torch_utils import policy_within_training_step, torch_train_mode
 
     _warm_numba()
     torch.set_num_threads(1)
     t0 = time.process_time()
     algo, train_envs, test_envs = _tianshou_ppo(seed)
     np.random.seed(seed)
-    algo.run_training(
-        OnPolicyTrainerParams(
-            training_collector=Collector(algo, train_envs, VectorReplayBuffer(STEPS_PER_COLLECT, NUM_ENVS)),
-            test_collector=Collector(algo, test_envs),
-            max_epochs=max(1, steps // EPOCH_STEPS),
-            epoch_num_steps=EPOCH_STEPS,
-            collection_step_num_env_steps=STEPS_PER_COLLECT,
-            update_step_num_repetitions=REPEAT,
-            batch_size=BATCH,
-            test_step_num_episodes=TEST_EPISODES,
-            show_progress=False,
-        )
-    )
-    return time.process_time() - t0
+    buffer = VectorReplayBuffer(STEPS_PER_COLLECT, NUM_ENVS)
+    train_collector, test_collector = Collector(algo, train_envs, buffer), Collector(algo, test_envs)
+    train_collector.reset()
+    total = max(1, steps // EPOCH_STEPS) * EPOCH_STEPS
+    env_steps, next_eval = 0, EPOCH_STEPS
+    while env_steps < total:
+        with policy_within_training_step(algo.policy):
+            with torch.no_grad():
+                env_steps += train_collector.collect(n_step=STEPS_PER_COLLECT).n_collected_steps
+            algo.update(buffer=buffer, batch_size=BATCH, repeat=REPEAT)
+            train_collector.reset_buffer(keep_statistics=True)
+        if env_steps >= next_eval or env_steps >= total:
+            next_eval = env_steps + EPOCH_STEPS
+            test_envs.seed(10_000 + 1000 * seed)
+            test_collector.reset()
+            with torch.no_grad(), torch_train_mode(algo.policy, enabled=False):
+                final = float(np.mean(test_collector.collect(n_episode=TEST_EPISODES).returns))
+            if env_steps < total:
+                train_envs.seed([int(s) for s in np.random.SeedSequence([seed, env_steps]).generate_state(NUM_ENVS)])
+                train_collector.reset_env()
+    return time.process_time() - t0, final
 
 
 class NoOpMethod:
@@ -128,7 +138,7 @@ class NoOpMethod:
         return None
 
 
-def arm_guidedrl(steps: int, seed: int, noop: bool) -> float:
+def arm_guidedrl(steps: int, seed: int, noop: bool) -> tuple[float, float]:
     import numpy as np
 
     from guidedrl.config import from_dict
@@ -150,16 +160,16 @@ def arm_guidedrl(steps: int, seed: int, noop: bool) -> float:
     )
     np.random.seed(seed)
     t0 = time.process_time()
-    train(config, extra_plugins={"noop": NoOpMethod()} if noop else None)
-    return time.process_time() - t0
+    result = train(config, extra_plugins={"noop": NoOpMethod()} if noop else None)
+    return time.process_time() - t0, float(result.summary["final_return"])
 
 
 def _child(arm: str, steps: int, seed: int) -> None:
     if arm == "tianshou":
-        wall = arm_tianshou(steps, seed)
+        cpu, final = arm_tianshou(steps, seed)
     else:
-        wall = arm_guidedrl(steps, seed, noop=arm == "no-op")
-    print(json.dumps({"arm": arm, "seed": seed, "cpu_s": wall}))
+        cpu, final = arm_guidedrl(steps, seed, noop=arm == "no-op")
+    print(json.dumps({"arm": arm, "seed": seed, "cpu_s": cpu, "final_return": final}))
 
 
 def main() -> None:
@@ -173,6 +183,7 @@ def main() -> None:
         return
     arms = ["tianshou", "guidedrl", "no-op"]
     walls: dict[str, list[float]] = {a: [] for a in arms}
+    finals: dict[str, list[float]] = {a: [] for a in arms}
     for seed in range(args.seeds):
         order = arms[seed % 3 :] + arms[: seed % 3]  # alternate which arm goes first
         for arm in order:
@@ -181,18 +192,22 @@ def main() -> None:
                 check=True, capture_output=True, text=True,
             ).stdout.strip().splitlines()[-1]
             walls[arm].append(json.loads(out)["cpu_s"])
+            finals[arm].append(json.loads(out)["final_return"])
             print(f"  seed {seed} {arm:9s} {walls[arm][-1]:7.2f} s", file=sys.stderr)
     base = statistics.median(walls["tianshou"])
     print(f"\nPPO CartPole-v1, {max(1, args.steps // EPOCH_STEPS) * EPOCH_STEPS} env steps, {args.seeds} seeds, training call only\n")
-    print("| arm | CPU s (median) | per seed | ratio to Tianshou (median) | per-seed ratios | target |")
-    print("|---|---|---|---|---|---|")
+    print("| arm | CPU s (median) | per seed | ratio to Tianshou (median) | per-seed ratios | target | final test return per seed |")
+    print("|---|---|---|---|---|---|---|")
     targets = {"tianshou": "", "guidedrl": "<= 1.05", "no-op": "<= 1.15"}
     for arm in arms:
         ratios = [w / b for w, b in zip(walls[arm], walls["tianshou"], strict=True)]
         print(
             f"| {arm} | {statistics.median(walls[arm]):.2f} | {', '.join(f'{w:.2f}' for w in walls[arm])} | "
-            f"{statistics.median(walls[arm]) / base:.3f} | {', '.join(f'{r:.3f}' for r in ratios)} | {targets[arm]} |"
+            f"{statistics.median(walls[arm]) / base:.3f} | {', '.join(f'{r:.3f}' for r in ratios)} | {targets[arm]} | "
+            f"{', '.join(f'{f:.1f}' for f in finals[arm])} |"
         )
+    same = all(finals[a] == finals["tianshou"] for a in arms)
+    print(f"\nThe arms trained {'the same policies (equal final returns)' if same else 'DIFFERENT policies: the ratios compare unlike work'}.")
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from guidedrl.evaluate import evaluate_run
 
-    result = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed)
+    result = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed, env=args.env)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument("--env", default=None, help="evaluate on another env id with the same agent interface (zero-shot transfer)")
     ev.set_defaults(func=_cmd_eval)
 
     cmp_ = sub.add_parser("compare", help="table (mean ± std over seeds) and learning curves of runs")

@@ -774,11 +774,10 @@ def llm_log_totals(run_dir: Path) -> dict[str, Any]:
     """The LLM counters recomputed from ``llm_calls.jsonl`` (every segment of the run: the log is
     appended to, never truncated) plus ``llm_backend_logged``, the backend of its last line; zeros
     when there is no log."""
-    from guidedrl.llm.calllog import summarize_log
-
     path = run_dir / LLM_LOG
     if not path.exists():
         return {"llm_calls": 0, "llm_cache_hits": 0, "llm_failures": 0, "llm_invalid": 0, "llm_fallbacks": 0, "llm_tokens": 0}
+    from guidedrl.llm.calllog import summarize_log  # only here: the LLM package imports LangChain (seconds)
     totals: dict[str, Any] = dict(summarize_log(path))
     backend = None
     for raw in path.read_bytes().splitlines():

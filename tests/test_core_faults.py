@@ -312,7 +312,7 @@ def test_huge_or_nan_bonuses_stop_the_run_before_a_checkpoint_holds_garbage(tmp_
         assert all(v is not None for k, v in row.items() if k.startswith("loss")), row
     ckpt = tmp_path / "run" / "checkpoint.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["algorithm"]
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["learner"]["algorithm"]
         assert all(torch.isfinite(v).all() for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
 
 

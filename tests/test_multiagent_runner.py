@@ -25,7 +25,8 @@ from guidedrl.envs import MultiAgentEnvAdapter
 from guidedrl.plugins import make_manager
 from guidedrl.records import RunRecorder, read_metrics
 from guidedrl.train import train
-from guidedrl.train.multiagent import MAPPO, MultiAgentTrainer, ParallelEnvPool, train_multiagent
+from guidedrl.train.loop import run_epochs
+from guidedrl.train.multiagent import MAPPO, MultiAgentLearner, MultiAgentTrainer, ParallelEnvPool
 from guidedrl.types import CriticalState, Demonstrations, Episode, PolicyUpdate
 
 FACTORY = "factory:human-machine-v0"
@@ -54,7 +55,7 @@ def test_run_writes_metrics_checkpoint_and_summary(tmp_path):
         assert key in s
     assert s["episodes"] == 2048 // 32
     rows = read_metrics(result.run_dir)
-    assert [r["env_steps"] for r in rows] == [0, 1024, 2048]
+    assert [r["env_steps"] for r in rows] == [1024, 2048]
     for r in rows[1:]:
         for name in ("test/return", "test/return_std", "train/return", "losses/policy", "losses/value",
                      "losses/entropy", "test/task_completion", "time/online_s"):
@@ -62,7 +63,7 @@ def test_run_writes_metrics_checkpoint_and_summary(tmp_path):
     assert s["final_return"] == pytest.approx(rows[-1]["test/return"])
     assert s["best_return"] == pytest.approx(max(r["test/return"] for r in rows))
     ckpt = torch.load(result.run_dir / "checkpoint.pt", weights_only=True)
-    assert ckpt["env_steps"] == 2048 and "policy" in ckpt["algorithm"]
+    assert ckpt["env_steps"] == 2048 and "policy" in ckpt["learner"]["algorithm"]
 
 
 def test_same_seed_same_run(tmp_path):
@@ -76,7 +77,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     result = train(from_dict(small(tmp_path, steps=2048)), resume=True)
     assert result.summary["env_steps"] == 2048
     rows = read_metrics(result.run_dir)
-    assert [r["env_steps"] for r in rows] == [0, 1024, 2048]
+    assert [r["env_steps"] for r in rows] == [1024, 2048]
 
 
 @pytest.mark.slow
@@ -148,7 +149,8 @@ def test_hooks_are_called_per_agent(tmp_path):
     assert not probe.batches["agent_1"].policy.advised.any()
     assert result.summary["counters"]["advised_steps"] == 1024
     rows = read_metrics(result.run_dir)
-    assert rows[-1]["methods/probe/calls"] == 1.0
+    for agent in agents:  # one entry per agent: the per-agent calls of an update do not overwrite each other
+        assert rows[-1][f"methods/probe/{agent}/calls"] == 1.0
     assert rows[-1]["train/shaping_agent_1"] == pytest.approx(1.0)
 
 
@@ -156,7 +158,7 @@ def test_hooks_are_called_per_agent(tmp_path):
 def test_variants(tmp_path, share, central):
     result = train(from_dict(small(tmp_path, steps=512, marl={"share_parameters": share, "centralized_critic": central})))
     assert result.summary["env_steps"] == 512
-    ckpt = torch.load(result.run_dir / "checkpoint.pt", weights_only=True)["algorithm"]
+    ckpt = torch.load(result.run_dir / "checkpoint.pt", weights_only=True)["learner"]["algorithm"]
     assert any(k.startswith("nets.3.") for k in ckpt["policy"]) == (not share)
     n_in = ckpt["critic"]["net.0.weight"].shape[1]
     env = guidedrl.registry.make_adapter(FACTORY).make()
@@ -262,7 +264,7 @@ def test_runner_learns_on_an_env_whose_agents_leave_early(tmp_path):
     pm = make_manager(())
     recorder = RunRecorder(tmp_path / "st", tensorboard=False)
     ctx = RunContext(config=cfg, adapter=StaggeredAdapter(), pm=pm, run_dir=tmp_path / "st", device=torch.device("cpu"))
-    summary = train_multiagent(ctx, recorder, resume=False, progress=False)
+    summary = run_epochs(ctx, MultiAgentLearner(ctx), recorder, resume=False, progress=False)
     assert summary["final_return"] >= 8.0  # optimum 9, random 3
     assert isinstance(ctx.algorithm, MAPPO)
 
@@ -339,7 +341,7 @@ def test_hook_identify_critical_states_agents_that_leave_early(tmp_path):
     pm = make_manager((), extra_plugins={"rec": rec})
     recorder = RunRecorder(tmp_path / "st", tensorboard=False)
     ctx = RunContext(config=cfg, adapter=StaggeredAdapter(), pm=pm, run_dir=tmp_path / "st", device=torch.device("cpu"))
-    summary = train_multiagent(ctx, recorder, resume=False, progress=False)
+    summary = run_epochs(ctx, MultiAgentLearner(ctx), recorder, resume=False, progress=False)
     episodes = [ep for call in rec.calls for ep in call]
     assert len(episodes) == 2 * summary["episodes"] > 0
     for k in range(0, len(episodes), 2):

@@ -6,7 +6,7 @@ import os
 import platform
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -28,6 +28,9 @@ from guidedrl.records import (
     sum_segments,
 )
 from guidedrl.registry import make_adapter
+
+if TYPE_CHECKING:
+    from guidedrl.train.learner import Learner
 
 
 @attrs.frozen
@@ -141,14 +144,9 @@ def train(
     recorder.segment_info = lambda: _llm_segment(ctx)
     summary: dict[str, Any] = {"status": "running"}
     try:
-        if getattr(adapter, "multi_agent", False):
-            from guidedrl.train.multiagent import train_multiagent
+        from guidedrl.train.loop import run_epochs
 
-            result = train_multiagent(ctx, recorder, resume=resume, progress=progress)
-        else:
-            from guidedrl.train.single import train_single
-
-            result = train_single(ctx, recorder, resume=resume, progress=progress)
+        result = run_epochs(ctx, make_learner(ctx), recorder, resume=resume, progress=progress)
         summary = {**result, "status": "finished"}
     except BaseException as exc:
         summary = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "env_steps": ctx.env_steps}
@@ -188,6 +186,18 @@ def train(
     return RunResult(run_dir=run_dir, summary=summary)
 
 
+def make_learner(ctx: RunContext) -> Learner:
+    """The learner behind the epoch loop: the multi-agent learner for a multi-agent adapter, else the
+    Tianshou algorithm ``config.algo`` names."""
+    if getattr(ctx.adapter, "multi_agent", False):
+        from guidedrl.train.multiagent import MultiAgentLearner
+
+        return MultiAgentLearner(ctx)
+    from guidedrl.train.single import TianshouLearner
+
+    return TianshouLearner(ctx)
+
+
 def _llm_segment(ctx: RunContext) -> dict[str, Any]:
     """What a segment (one start or resume) adds to the LLM totals that the call log cannot recompute."""
     if not ctx.llm_started:
@@ -210,4 +220,4 @@ def _llm_summary(ctx: RunContext, segments: list[dict[str, Any]]) -> dict[str, A
     return out
 
 
-__all__ = ["RunResult", "resolve_device", "train"]
+__all__ = ["RunResult", "make_learner", "resolve_device", "train"]

@@ -304,6 +304,8 @@ def update_policy(
     """Sum of all plugins' extra loss terms, and their stats under ``methods/<plugin>/``.
 
     Every loss term must be a finite scalar tensor (it joins the backward pass), every stat a number.
+    In multi-agent runs the names carry the agent (``methods/<plugin>/<agent>/<key>``), so the
+    per-agent calls of one update do not overwrite each other.
     """
     loss: torch.Tensor | None = None
     stats: dict[str, float] = {}
@@ -311,6 +313,7 @@ def update_policy(
     for name, upd in _results_with_names(
         ctx.pm, "update_policy", ctx=ctx, batch=batch, algorithm=algorithm, agent=agent
     ):
+        prefix = f"methods/{name}/" if agent is None else f"methods/{name}/{agent}/"
         if not isinstance(upd, PolicyUpdate):
             raise HookError(name, "update_policy", f"must return PolicyUpdate or None, got {type(upd).__name__}")
         for key, term in upd.losses.items():
@@ -324,12 +327,12 @@ def update_policy(
             if not math.isfinite(value):
                 raise HookError(name, "update_policy", f"loss {key!r} is {value}; loss terms must be finite")
             loss = term if loss is None else loss + term
-            stats[f"methods/{name}/{key}"] = value
+            stats[f"{prefix}{key}"] = value
             tkey = (name, "update_policy")
             trail[tkey] = max(trail.get(tkey, 0.0), abs(value))
         for key, value in upd.stats.items():
             try:
-                stats[f"methods/{name}/{key}"] = float(value)
+                stats[f"{prefix}{key}"] = float(value)
             except (TypeError, ValueError) as exc:
                 raise HookError(name, "update_policy", f"stat {key!r} is {type(value).__name__}, not a number") from exc
     return loss, stats

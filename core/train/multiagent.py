@@ -21,7 +21,6 @@ compact MAPPO written here, CleanRL-style: networks, rollout, GAE, update and ev
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +29,13 @@ import torch
 from torch import nn
 
 from guidedrl.errors import ConfigError
-from guidedrl.train import hooks, seeding
+from guidedrl.train import hooks
+from guidedrl.train.learner import Collected, Evaluation
 from guidedrl.types import Episode
 
 if TYPE_CHECKING:
     from guidedrl.config import MARLConfig
     from guidedrl.context import RunContext
-    from guidedrl.records import RunRecorder
     from guidedrl.types import Demonstrations
 
 
@@ -698,145 +697,91 @@ class MultiAgentTrainer:
         return {k: v / max(count, 1) for k, v in sums.items()}
 
 
-def train_multiagent(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progress: bool) -> dict[str, Any]:
-    """Train a PettingZoo parallel env with MAPPO and the run's hooks; returns the summary numbers.
+class MultiAgentLearner:
+    """MAPPO (or IPPO) behind the one epoch loop: :class:`MAPPO` and :class:`MultiAgentTrainer`."""
 
-    Metrics rows (every ``train.epoch_steps`` joint env steps, and one at step 0 after
-    pre-training): ``test/return`` (team return: sum of every agent's rewards per episode, averaged
-    over ``train.test_episodes``), ``test/return_std``, ``train/return``, ``losses/*``, ``test/<m>``
-    for each number the env reports under ``info[agent]["metrics"]``, and hook stats.
-    """
-    config = ctx.config
-    torch.manual_seed(config.seed)
-    probe = ctx.make_env()
-    algo = MAPPO.for_env(probe, config.marl, ctx.device)
-    if hasattr(probe, "close"):
-        probe.close()
-    ctx.algorithm = algo
-    tc = config.train
-    test_seed = 10_000 + 1000 * config.seed
+    on_policy = True
+    return_kind = "team (sum over agents per episode, mean over test episodes)"
 
-    ckpt = recorder.resumed_state if resume else None  # loaded and checked by train()
-    if ckpt is None and tc.init_from:
-        from guidedrl.records import load_run_checkpoint
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config.marl
+        probe = ctx.make_env()
+        try:
+            self.algorithm = MAPPO.for_env(probe, self.cfg, ctx.device)
+        finally:
+            if hasattr(probe, "close"):
+                probe.close()
+        self.trainer: MultiAgentTrainer | None = None
+        self._rollout: dict[str, np.ndarray] | None = None
 
-        init = load_run_checkpoint(tc.init_from)
-        if "algorithm" not in init:
-            raise ConfigError(f"train.init_from = {tc.init_from!r} is not a multi-agent run's checkpoint")
-        algo.load_state_dict(init["algorithm"], networks_only=True)
+    def state_dict(self) -> dict[str, Any]:
+        return {"algorithm": self.algorithm.state_dict()}
 
-    # phase 0: demonstrations (again on resume, so that update_policy hooks can read ctx.demos)
-    demos = hooks.generate_demonstrations(ctx)
-    pre_steps = hooks.pretrain_steps(ctx)
-    summary_extra: dict[str, Any] = {"pretrain_steps": 0, "demo_transitions": int(sum(len(d) for d in demos))}
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.algorithm.load_state_dict(state["algorithm"])
 
-    def evaluate() -> dict[str, Any]:
-        return algo.evaluate(ctx.make_env, episodes=tc.test_episodes, n_envs=tc.num_test_envs, seed=test_seed,
-                             deterministic=config.marl.deterministic_eval)
+    def load_networks(self, state: dict[str, Any], source: str) -> None:
+        algo = state.get("algorithm", {})
+        if not isinstance(algo, dict) or "policy" not in algo:
+            raise ConfigError(f"train.init_from = {source!r} is not a multi-agent run's checkpoint")
+        try:
+            self.algorithm.load_state_dict(algo, networks_only=True)
+        except RuntimeError as exc:  # torch's size-mismatch message
+            raise ConfigError(f"train.init_from: {source!r} holds a different network ({str(exc).splitlines()[0]})") from None
 
-    def test_row(res: dict[str, Any]) -> dict[str, float]:
-        row = {"test/return": res["return"], "test/return_std": res["return_std"]}
-        row.update({f"test/{k}": v for k, v in res["metrics"].items()})
-        return row
+    def replay_buffer(self) -> None:
+        return None
 
-    if ckpt is not None:
-        algo.load_state_dict(ckpt["algorithm"])
-        ctx.env_steps = int(ckpt["env_steps"])
-        best, episodes, next_eval = float(ckpt["best_return"]), int(ckpt["episodes"]), int(ckpt["next_eval"])
-        online_s = float(ckpt.get("online_s", 0.0))
-        last_eval = {"return": float(ckpt["last_return"]), "metrics": dict(ckpt.get("last_metrics", {}))}
-        summary_extra["pretrain_steps"] = int(ckpt.get("pretrain_steps", 0))
-        stopped = bool(ckpt.get("stopped_early", False))
-    else:
-        ctx.env_steps = 0
-        stats: dict[str, float] = {}
-        if demos and pre_steps > 0:
-            stats = algo.pretrain(
-                ctx.demos, steps=pre_steps, batch_size=config.pretrain.batch_size, lr=config.pretrain.lr,
-                gamma=config.marl.gamma, critic=config.marl.pretrain_critic, seed=config.seed,
-            )
-            summary_extra["pretrain_steps"] = pre_steps
-        last_eval = evaluate()
-        best = last_eval["return"]
-        recorder.row(0, {**test_row(last_eval), **stats})
-        episodes, next_eval, online_s = 0, tc.epoch_steps, 0.0
-        stopped = False
+    def start(self) -> None:
+        self.trainer = MultiAgentTrainer(self.ctx, self.algorithm)
 
-    trainer = MultiAgentTrainer(ctx, algo)
-    trainer.episodes = episodes
+    def n_train_envs(self) -> int:
+        return self.ctx.config.train.num_envs
 
-    def save_checkpoint() -> None:
-        recorder.save_checkpoint({
-            "algorithm": algo.state_dict(), "env_steps": ctx.env_steps, "best_return": best,
-            "episodes": trainer.episodes, "next_eval": next_eval, "last_return": last_eval["return"],
-            "last_metrics": last_eval["metrics"], "pretrain_steps": summary_extra["pretrain_steps"],
-            "rng": seeding.rng_state(ctx), "online_s": online_s, "stopped_early": stopped,
-        })
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    def pretrain(self, demos: list[Demonstrations], steps: int, progress: bool) -> dict[str, float]:
+        config = self.ctx.config
+        return self.algorithm.pretrain(
+            demos, steps=steps, batch_size=config.pretrain.batch_size, lr=config.pretrain.lr,
+            gamma=self.cfg.gamma, critic=self.cfg.pretrain_critic, seed=config.seed,
+        )
 
-        bar = tqdm(total=config.steps, initial=ctx.env_steps, unit="step", desc=f"{config.env} MAPPO")
-    if ckpt is not None:
-        if "rng" in ckpt:
-            seeding.restore_rng_state(ctx, ckpt["rng"])
-        elif "torch_rng" in ckpt:
-            torch.set_rng_state(ckpt["torch_rng"])
-        if ctx.env_steps < config.steps and not stopped:
-            # the uninterrupted run restarted its episodes right after this checkpoint (seeding.py)
-            trainer.restart_episodes(seeding.episode_seeds(config.seed, ctx.env_steps, trainer.n_envs))
-    t0 = time.time()
-    try:
-        while ctx.env_steps < config.steps and not stopped:
-            before = ctx.env_steps
-            ro = trainer.collect()
-            if trainer.hookset.critical_states:
-                finished = trainer.pop_finished()
-                if finished:
-                    hooks.identify_critical_states(ctx, finished)
-            shaping = trainer.shape(ro)
-            trainer.advantages(ro)
-            losses = trainer.update(ro)
-            online_s += time.time() - t0
-            if bar is not None:
-                bar.update(ctx.env_steps - before)
-            if ctx.env_steps >= next_eval or ctx.env_steps >= config.steps:
-                last_eval = evaluate()
-                best = max(best, last_eval["return"])
-                row = test_row(last_eval)
-                if trainer.recent_returns:
-                    row["train/return"] = float(np.mean(trainer.recent_returns))
-                    for k in trainer.recent_metrics[0]:
-                        row[f"train/{k}"] = float(np.mean([m.get(k, np.nan) for m in trainer.recent_metrics]))
-                row["train/episodes"] = trainer.episodes
-                row["train/steps_per_s"] = (ctx.env_steps - before) / max(time.time() - t0, 1e-9)
-                row["time/online_s"] = online_s
-                recorder.row(ctx.env_steps, {**row, **losses, **shaping})
-                trainer.recent_returns.clear()
-                trainer.recent_metrics.clear()
-                while next_eval <= ctx.env_steps:
-                    next_eval += tc.epoch_steps
-                if bar is not None:
-                    bar.set_postfix(test_return=f"{last_eval['return']:.2f}")
-                stopped = tc.stop_return is not None and last_eval["return"] >= tc.stop_return
-                if tc.checkpoint:
-                    save_checkpoint()
-                if ctx.env_steps < config.steps and not stopped:
-                    trainer.restart_episodes(seeding.episode_seeds(config.seed, ctx.env_steps, trainer.n_envs))
-            t0 = time.time()
-    finally:
-        trainer.pool.close()
-        if bar is not None:
-            bar.close()
-    if ctx.env_steps == 0 and tc.checkpoint:
-        save_checkpoint()
-    return {
-        "env_steps": int(ctx.env_steps),
-        "best_return": float(best),
-        "final_return": float(last_eval["return"]),
-        "return_kind": "team (sum over agents per episode, mean over test episodes)",
-        "episodes": int(trainer.episodes),
-        "online_s": round(online_s, 3),
-        **{f"final_{k}": v for k, v in last_eval["metrics"].items()},
-        **summary_extra,
-    }
+    def warmup(self) -> int:
+        return 0
+
+    def collect(self, env_steps: int) -> Collected:
+        trainer = self.trainer
+        before = self.ctx.env_steps
+        self._rollout = trainer.collect()  # advances ctx.env_steps step by step (episode start steps)
+        done = self.ctx.env_steps - before
+        returns, metrics = list(trainer.recent_returns), list(trainer.recent_metrics)
+        trainer.recent_returns.clear()
+        trainer.recent_metrics.clear()
+        return Collected(env_steps=done, returns=returns, metrics=metrics)
+
+    def pop_finished(self) -> list[Episode]:
+        return self.trainer.pop_finished()
+
+    def shape_rewards(self) -> dict[str, float]:
+        return self.trainer.shape(self._rollout)
+
+    def update(self, env_steps: int) -> dict[str, float]:
+        self.trainer.advantages(self._rollout)
+        stats = self.trainer.update(self._rollout)
+        self._rollout = None
+        return stats
+
+    def restart_episodes(self, seeds: list[int]) -> None:
+        self.trainer.restart_episodes(seeds)
+
+    def evaluate(self, episodes: int, seed: int) -> Evaluation:
+        tc = self.ctx.config.train
+        res = self.algorithm.evaluate(
+            self.ctx.make_env, episodes=episodes, n_envs=tc.num_test_envs, seed=seed,
+            deterministic=self.cfg.deterministic_eval,
+        )
+        return Evaluation(returns=np.asarray(res["returns"], dtype=np.float64), metrics=res["metrics"])
+
+    def close(self) -> None:
+        if self.trainer is not None:
+            self.trainer.pool.close()

@@ -1,33 +1,29 @@
-"""Single-agent training over Tianshou: collect, let methods look, update, evaluate, checkpoint.
-
-The loop is written here rather than using Tianshou's ``Trainer`` because guidance needs a place
-between collection and update (critical states of finished episodes) and every epoch must leave a
-checkpoint that ``--resume`` continues from; the collectors, buffers and algorithms are Tianshou's.
-"""
+"""The single-agent learner: a Tianshou algorithm (``ALGORITHMS``: PPO, DQN, SAC, ...), its collectors and replay buffer,
+behind the one epoch loop (:mod:`guidedrl.train.loop`)."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tianshou.algorithm.algorithm_base import OnPolicyAlgorithm
-from tianshou.data import Collector
+from tianshou.data import Collector, ReplayBuffer
 from tianshou.utils.torch_utils import policy_within_training_step, torch_train_mode
 from tqdm.auto import tqdm
 
-from guidedrl.records import restore_replay_buffer
-from guidedrl.train import hooks, seeding
+from guidedrl.errors import ConfigError
+from guidedrl.train import hooks
 from guidedrl.guidance import imitation_loss
 from guidedrl.train.algorithms import ALGORITHMS, apply_schedules, build_algorithm
 from guidedrl.train.buffers import anneal_beta, make_replay_buffer
 from guidedrl.train.collector import GuidedCollector
+from guidedrl.train.learner import Collected, Evaluation
 from guidedrl.train.vector import make_vector_env
 
 if TYPE_CHECKING:
     from guidedrl.context import RunContext
-    from guidedrl.records import RunRecorder
+    from guidedrl.types import Demonstrations
 
 
 def evaluate(algorithm: Any, collector: Collector, episodes: int, seed: int) -> np.ndarray:
@@ -41,208 +37,162 @@ def evaluate(algorithm: Any, collector: Collector, episodes: int, seed: int) -> 
     return np.asarray(stats.returns, dtype=np.float64)
 
 
-def pretrain(ctx: RunContext, algorithm: Any, progress: bool) -> dict[str, float]:
-    """Offline behaviour cloning of ``ctx.demos`` into the policy (``pretrain.steps`` steps)."""
-    cfg = ctx.config.pretrain
-    steps = hooks.pretrain_steps(ctx)
-    obs = np.concatenate([d.obs for d in ctx.demos])
-    act = np.concatenate([d.act for d in ctx.demos])
-    params = list(algorithm.policy.parameters())
-    optim = torch.optim.Adam(params, lr=cfg.lr)
-    losses = []
-    for _ in tqdm(range(steps), desc="pretrain (imitation)", disable=not progress, leave=False):
-        idx = ctx.rng.integers(len(obs), size=min(cfg.batch_size, len(obs)))
-        loss = imitation_loss(algorithm.policy, obs[idx], act[idx])
-        optim.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optim.step()
-        losses.append(float(loss.detach()))
-    return {"pretrain/loss_first": losses[0], "pretrain/loss_last": float(np.mean(losses[-20:]))}
+LOSS_NAMES = {
+    "actor_loss": "losses/policy",
+    "vf_loss": "losses/value",
+    "ent_loss": "losses/entropy",
+    "loss": "losses/total",
+    "critic1_loss": "losses/critic1",
+    "critic2_loss": "losses/critic2",
+    "alpha": "losses/alpha",
+    "alpha_loss": "losses/alpha_loss",
+}
+"""Tianshou's loss statistics under the names every run writes (multi-agent runs write the same)."""
 
 
-def train_single(ctx: RunContext, recorder: RunRecorder, *, resume: bool, progress: bool) -> dict[str, Any]:
-    cfg = ctx.config
-    hook_set = hooks.HookSet(ctx.pm)
-    probe = ctx.adapter.make()
-    try:
-        algorithm, optim_attr = build_algorithm(cfg, probe, ctx.device)
-    finally:
-        probe.close()
-    algorithm.attach_guidance(ctx, hook_set, optim_attr)
-    ctx.algorithm = algorithm
-    on_policy = isinstance(algorithm, OnPolicyAlgorithm)
-    algo_cfg = ALGORITHMS.get(cfg.algo).settings(cfg)
+def loss_stats(stats: Any) -> dict[str, float]:
+    """A Tianshou ``TrainingStats`` as ``losses/*`` numbers (gradient-step counts left out)."""
+    out = {}
+    for key, value in stats.get_loss_stats_dict().items():
+        if key != "gradient_steps":
+            out[LOSS_NAMES.get(key, f"losses/{key}")] = float(value)
+    return out
 
-    start = {"env_steps": 0, "best_return": -np.inf, "epoch": 0, "final_return": float("nan"), "stopped_early": False}
-    checkpoint = recorder.resumed_state if resume else None  # loaded and checked by train()
-    if checkpoint is not None:
-        algorithm.load_state_dict(checkpoint["algorithm"])
-        start.update({k: checkpoint[k] for k in start if k in checkpoint})
-        ctx.counters.update(checkpoint.get("counters", {}))
-        if "updates" in checkpoint and hasattr(algorithm, "_iter"):
-            algorithm._iter = int(checkpoint["updates"])  # DQN's count toward the next target-network sync
-        _load_method_states(ctx, checkpoint.get("methods", {}))
-    elif cfg.train.init_from:
-        _init_from(algorithm, cfg.train.init_from)
 
-    train_envs = make_vector_env(ctx.adapter, cfg.train.num_envs, cfg.train.vector, seed=cfg.seed)
-    test_envs = make_vector_env(ctx.adapter, cfg.train.num_test_envs, "dummy", seed=cfg.seed + 10_000)
-    buffer_size = algo_cfg.steps_per_collect if on_policy else algo_cfg.buffer_size
-    buffer = make_replay_buffer(cfg, buffer_size, cfg.train.num_envs)
-    train_collector = GuidedCollector(algorithm, train_envs, buffer, exploration_noise=True, ctx=ctx, hook_set=hook_set)
-    test_collector = Collector(algorithm, test_envs)
-    train_collector.reset()
-    if checkpoint is not None and recorder.resumed_buffer is not None:
-        restore_replay_buffer(buffer, recorder.resumed_buffer)  # after reset(), which empties the buffer
-        recorder.resumed_buffer = None
+class TianshouLearner:
+    """A guided Tianshou algorithm with a :class:`GuidedCollector`, a plain test collector and a
+    replay buffer (the on-policy rollout, or the off-policy replay saved with each checkpoint)."""
 
-    if checkpoint is None and hook_set.demonstrations:
-        hooks.generate_demonstrations(ctx)
-        if ctx.demos and hooks.pretrain_steps(ctx) > 0:
-            recorder.row(0, pretrain(ctx, algorithm, progress))
+    return_kind = "episode"
 
-    env_steps, best, epoch = int(start["env_steps"]), float(start["best_return"]), int(start["epoch"])
-    ctx.env_steps = env_steps
-    final = float(start["final_return"])  # a run killed after its last checkpoint resumes with nothing left to do
-    stopped_early = bool(start["stopped_early"])
-    if checkpoint is not None:
-        if "rng" in checkpoint:
-            seeding.restore_rng_state(ctx, checkpoint["rng"])
-        if env_steps < cfg.steps and not stopped_early:
-            # the uninterrupted run restarted its episodes right after this checkpoint (seeding.py)
-            train_collector.restart_episodes(seeding.episode_seeds(cfg.seed, env_steps, cfg.train.num_envs))
-    t0 = time.perf_counter()
-    next_eval = env_steps + cfg.train.epoch_steps
-    train_returns: list[float] = []
-    if not on_policy and env_steps == 0 and algo_cfg.start_steps > 0:
-        stats = train_collector.collect(n_step=algo_cfg.start_steps, random=True)
-        env_steps += stats.n_collected_steps
-        ctx.env_steps = env_steps
-        train_collector.pop_finished()
-        train_collector.shape_new_transitions()
-    pbar = tqdm(total=cfg.steps, initial=env_steps, desc=f"{cfg.env} {cfg.algo}", unit="step", disable=not progress)
-    while env_steps < cfg.steps and not stopped_early:
-        apply_schedules(algorithm, cfg, env_steps)  # exploration for this collection (also after --resume)
+    def __init__(self, ctx: RunContext) -> None:
+        cfg = ctx.config
+        self.ctx = ctx
+        self.hook_set = hooks.HookSet(ctx.pm)
+        probe = ctx.adapter.make()
+        try:
+            algorithm, optim_attr = build_algorithm(cfg, probe, ctx.device)
+        finally:
+            probe.close()
+        algorithm.attach_guidance(ctx, self.hook_set, optim_attr)
+        self.algorithm = algorithm
+        self.on_policy = isinstance(algorithm, OnPolicyAlgorithm)
+        self.algo_cfg = ALGORITHMS.get(cfg.algo).settings(cfg)
+        self.collector: GuidedCollector | None = None
+        self.buffer: ReplayBuffer | None = None
+        self._test: tuple[Any, Collector] | None = None
+
+    # -- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"algorithm": self.algorithm.state_dict(), "updates": int(getattr(self.algorithm, "_iter", 0))}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.algorithm.load_state_dict(state["algorithm"])
+        if hasattr(self.algorithm, "_iter"):
+            self.algorithm._iter = int(state.get("updates", 0))  # DQN's count toward the next target-network sync
+
+    def load_networks(self, state: dict[str, Any], source: str) -> None:
+        """Only the networks of another run (not optimisers, not counters)."""
+        algorithm = self.algorithm
+        nets = {k: v for k, v in state["algorithm"].items() if not k.endswith(algorithm._STATE_DICT_KEY_OPTIMIZERS)}
+        # nn.Module's loader, not Algorithm's (which expects optimiser states too).
+        result = torch.nn.Module.load_state_dict(algorithm, nets, strict=False)
+        if result.unexpected_keys or result.missing_keys:
+            raise ConfigError(
+                f"train.init_from: {source!r} holds a different network (e.g. {(result.unexpected_keys or result.missing_keys)[:3]}); "
+                "use a run of the same env, algo and network sizes"
+            )
+
+    def replay_buffer(self) -> Any:
+        return None if self.on_policy else self.buffer
+
+    # -- training ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg = self.ctx.config
+        n = cfg.train.num_envs
+        self.train_envs = make_vector_env(self.ctx.adapter, n, cfg.train.vector, seed=cfg.seed)
+        size = self.algo_cfg.steps_per_collect if self.on_policy else self.algo_cfg.buffer_size
+        self.buffer = make_replay_buffer(cfg, size, n)
+        self.collector = GuidedCollector(
+            self.algorithm, self.train_envs, self.buffer, exploration_noise=True, ctx=self.ctx, hook_set=self.hook_set
+        )
+        self.collector.reset()
+
+    def n_train_envs(self) -> int:
+        return self.ctx.config.train.num_envs
+
+    def pretrain(self, demos: list[Demonstrations], steps: int, progress: bool) -> dict[str, float]:
+        """Offline behaviour cloning of ``demos`` into the policy (``guidedrl.guidance.imitation_loss``)."""
+        cfg = self.ctx.config.pretrain
+        obs = np.concatenate([d.obs for d in demos])
+        act = np.concatenate([d.act for d in demos])
+        policy = self.algorithm.policy
+        params = list(policy.parameters())
+        optim = torch.optim.Adam(params, lr=cfg.lr)
+        losses = []
+        for _ in tqdm(range(steps), desc="pretrain (imitation)", disable=not progress, leave=False):
+            idx = self.ctx.rng.integers(len(obs), size=min(cfg.batch_size, len(obs)))
+            loss = imitation_loss(policy, obs[idx], act[idx])
+            optim.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optim.step()
+            losses.append(float(loss.detach()))
+        return {"pretrain/loss_first": losses[0], "pretrain/loss_last": float(np.mean(losses[-20:]))}
+
+    def warmup(self) -> int:
+        if self.on_policy or self.algo_cfg.start_steps <= 0:
+            return 0
+        stats = self.collector.collect(n_step=self.algo_cfg.start_steps, random=True)
+        self.collector.pop_finished()
+        self.collector.shape_new_transitions()  # the warm-up's transitions meet shape_reward too, once
+        return int(stats.n_collected_steps)
+
+    def collect(self, env_steps: int) -> Collected:
+        apply_schedules(self.algorithm, self.ctx.config, env_steps)  # exploration for this collection
+        with policy_within_training_step(self.algorithm.policy), torch.no_grad():
+            stats = self.collector.collect(n_step=self.algo_cfg.steps_per_collect)
+        self._collected = int(stats.n_collected_steps)
+        return Collected(env_steps=self._collected, returns=[float(r) for r in stats.returns])
+
+    def pop_finished(self) -> list[Any]:
+        return self.collector.pop_finished()
+
+    def shape_rewards(self) -> dict[str, float]:
+        """``shape_reward`` once on everything collected since the last call; each bonus is stored with
+        its transition (``guidedrl.guidance``'s bonus column), so every later target uses it."""
+        return self.collector.shape_new_transitions()
+
+    def update(self, env_steps: int) -> dict[str, float]:
+        algorithm, c, ctx = self.algorithm, self.algo_cfg, self.ctx
+        apply_schedules(algorithm, ctx.config, env_steps)  # learning rate and clip range for this update
+        anneal_beta(self.buffer, ctx.config, env_steps)  # prioritized replay's importance-sampling exponent
         with policy_within_training_step(algorithm.policy):
-            with torch.no_grad():
-                stats = train_collector.collect(n_step=algo_cfg.steps_per_collect)
-            env_steps += stats.n_collected_steps
-            ctx.env_steps = env_steps
-            pbar.update(stats.n_collected_steps)
-            train_returns.extend(float(r) for r in stats.returns)
-            if hook_set.critical_states:
-                episodes = train_collector.pop_finished()
-                if episodes:
-                    hooks.identify_critical_states(ctx, episodes)
-            train_collector.shape_new_transitions()  # each transition meets shape_reward once, here
-            apply_schedules(algorithm, cfg, env_steps)  # learning rate and clip range for this update
-            anneal_beta(buffer, cfg, env_steps)  # prioritized replay's importance-sampling exponent
-            if on_policy:
+            if self.on_policy:
                 hooks.begin_update(ctx)
-                update_stats = algorithm.update(buffer=buffer, batch_size=algo_cfg.batch_size, repeat=algo_cfg.repeat)
-                hooks.check_losses(ctx, update_stats.get_loss_stats_dict())
-                train_collector.reset_buffer(keep_statistics=True)
+                stats = algorithm.update(buffer=self.buffer, batch_size=c.batch_size, repeat=c.repeat)
+                hooks.check_losses(ctx, stats.get_loss_stats_dict())
+                self.collector.reset_buffer(keep_statistics=True)
             else:
-                n_updates = max(1, round(algo_cfg.updates_per_step * stats.n_collected_steps))
+                n_updates = max(1, round(c.updates_per_step * self._collected))
                 for _ in range(n_updates):
                     hooks.begin_update(ctx)
-                    update_stats = algorithm.update(buffer=buffer, sample_size=algo_cfg.batch_size)
-                    hooks.check_losses(ctx, update_stats.get_loss_stats_dict())
-        if env_steps >= next_eval or env_steps >= cfg.steps:
-            epoch += 1
-            next_eval = env_steps + cfg.train.epoch_steps
-            returns = evaluate(algorithm, test_collector, cfg.train.test_episodes, cfg.seed + 10_000 + epoch)
-            final = float(returns.mean())
-            best = max(best, final)
-            row = {
-                "test/return": final,
-                "test/return_std": float(returns.std()),
-                "train/return": float(np.mean(train_returns)) if train_returns else float("nan"),
-                "train/episodes": len(train_returns),
-                "wall_s": time.perf_counter() - t0,
-                **update_stats.get_loss_stats_dict(),
-                **algorithm.pop_guidance_stats(),
-                **{f"counters/{k}": v for k, v in ctx.counters.items()},
-            }
-            if ctx.llm_started:
-                row.update({f"llm/{k}": v for k, v in ctx.llm.summary().items() if isinstance(v, (int, float))})
-            recorder.row(env_steps, row)
-            train_returns = []
-            pbar.set_postfix(test_return=f"{final:.1f}", best=f"{best:.1f}")
-            stopped_early = cfg.train.stop_return is not None and final >= cfg.train.stop_return
-            if cfg.train.checkpoint:
-                _save_checkpoint(ctx, recorder, algorithm, buffer, on_policy, env_steps, best, epoch, final, stopped_early)
-            if env_steps < cfg.steps and not stopped_early:
-                # Episodes restart here, in every run, so a run resumed from this checkpoint sees the
-                # same env states as the uninterrupted one (seeding.py).
-                train_collector.restart_episodes(seeding.episode_seeds(cfg.seed, env_steps, cfg.train.num_envs))
-    pbar.close()
-    if np.isnan(final):  # resumed from a checkpoint written before final returns were recorded
-        returns = evaluate(algorithm, test_collector, cfg.train.test_episodes, cfg.seed + 10_000 + epoch)
-        final = float(returns.mean())
-        best = max(best, final)
-    train_envs.close()
-    test_envs.close()
-    return {
-        "env_steps": env_steps,
-        "best_return": best,
-        "final_return": final,
-        "epochs": epoch,
-        "stopped_early": stopped_early,
-        "train_wall_s": time.perf_counter() - t0,
-    }
+                    stats = algorithm.update(buffer=self.buffer, sample_size=c.batch_size)
+                    hooks.check_losses(ctx, stats.get_loss_stats_dict())
+        return {**loss_stats(stats), **algorithm.pop_guidance_stats()}
 
+    def restart_episodes(self, seeds: list[int]) -> None:
+        self.collector.restart_episodes(seeds)
 
-def _method_states(ctx: RunContext) -> dict[str, Any]:
-    states = {}
-    for name, plugin in ctx.pm.methods().items():
-        getter = getattr(plugin, "state_dict", None)
-        if callable(getter):
-            states[name] = getter()
-    return states
+    # -- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self, episodes: int, seed: int) -> Evaluation:
+        if self._test is None:
+            cfg = self.ctx.config
+            envs = make_vector_env(self.ctx.adapter, min(cfg.train.num_test_envs, episodes), "dummy", seed=seed)
+            self._test = (envs, Collector(self.algorithm, envs))
+        return Evaluation(returns=evaluate(self.algorithm, self._test[1], episodes, seed))
 
-
-def _load_method_states(ctx: RunContext, states: dict[str, Any]) -> None:
-    for name, plugin in ctx.pm.methods().items():
-        loader = getattr(plugin, "load_state_dict", None)
-        if callable(loader) and name in states:
-            loader(states[name])
-
-
-def _save_checkpoint(
-    ctx: RunContext, recorder: RunRecorder, algorithm: Any, buffer: Any, on_policy: bool, env_steps: int, best: float, epoch: int,
-    final: float, stopped_early: bool,
-) -> None:
-    # Off-policy runs save the replay buffer with the checkpoint, as one pair (records.py).
-    recorder.save_checkpoint(
-        {
-            "algorithm": algorithm.state_dict(),
-            "env_steps": env_steps,
-            "best_return": best,
-            "epoch": epoch,
-            "final_return": final,
-            "stopped_early": stopped_early,
-            "rng": seeding.rng_state(ctx),
-            "updates": int(getattr(algorithm, "_iter", 0)),
-            "counters": dict(ctx.counters),
-            "methods": _method_states(ctx),
-        },
-        buffer=None if on_policy else buffer,
-    )
-
-
-def _init_from(algorithm: Any, source: str) -> None:
-    """Load only the networks of another run's checkpoint (not optimisers, not counters)."""
-    from guidedrl.errors import ConfigError
-    from guidedrl.records import load_run_checkpoint
-
-    state = load_run_checkpoint(source)["algorithm"]
-    state = {k: v for k, v in state.items() if not k.endswith(algorithm._STATE_DICT_KEY_OPTIMIZERS)}
-    # nn.Module's loader, not Algorithm's (which expects optimiser states too).
-    result = torch.nn.Module.load_state_dict(algorithm, state, strict=False)
-    if result.unexpected_keys or result.missing_keys:
-        raise ConfigError(
-            f"train.init_from: {source!r} holds a different network (e.g. {(result.unexpected_keys or result.missing_keys)[:3]}); "
-            "use a run of the same env, algo and network sizes"
-        )
+    def close(self) -> None:
+        for envs in (getattr(self, "train_envs", None), self._test[0] if self._test else None):
+            if envs is not None:
+                envs.close()

@@ -27,7 +27,7 @@ SAC = {"hidden": [64, 64], "start_steps": 5000, "batch_size": 256}
 def export(checkpoint: Path, env_id: str, out: Path, meta: dict, algo: str = "ppo") -> None:
     """PPO actors are tanh MLPs whose mean is clipped; SAC actors are ReLU MLPs whose mean is squashed
     by tanh. Both are stored as weight and bias lists plus those two words."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["algorithm"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["learner"]["algorithm"]
     prefix = "policy.actor."
     layers = []
     for i in (0, 2):

@@ -35,4 +35,4 @@ def test_lcil_beats_ppo_from_scratch_at_equal_online_steps(tmp_path):
     assert s["final_task_completion"] > ppo.summary["final_task_completion"]
     rows = read_metrics(lcil.run_dir)
     assert rows[0]["env_steps"] == 0 and rows[0]["pretrain/accuracy"] > 0.7
-    assert any("methods/lcil/bc_weight" in r for r in rows)
+    assert any(k.startswith("methods/lcil/agent_") and k.endswith("/bc_weight") for r in rows for k in r)
