@@ -77,7 +77,8 @@ def refine_action(
 
     Called once per vectorised step, only by the training collector (never during evaluation).
     Stops at first non-None result, in the order the run names its methods. The advised mask is
-    stored under ``batch.policy.advised``; on-policy updates keep advised steps out of the
+    stored under ``batch.policy.advised`` and the advising method under ``batch.policy.advised_by``
+    (read it with ``guidedrl.guidance.advised_by``); on-policy updates keep advised steps out of the
     importance ratio (see ``docs/hooks.md``).
 
     :param ctx: The run.

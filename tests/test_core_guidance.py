@@ -335,7 +335,7 @@ def test_a_third_party_algorithm_registers_by_name(tmp_path):
         assert built == [GuidedDQN]
         assert (result.run_dir / "buffer.npz").exists()  # off-policy: the replay buffer is checkpointed
     finally:
-        ALGORITHMS._specs.pop("my-dqn")
+        ALGORITHMS.unregister("my-dqn")
 
 
 def test_sac_on_discrete_actions_builds_discrete_sac(tmp_path):

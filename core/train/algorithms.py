@@ -202,6 +202,10 @@ class AlgorithmRegistry:
             raise PluginError(f"algorithm {name!r} is registered twice; choose another name")
         self._specs[name] = AlgorithmSpec(name=name, build=build, settings=settings, on_policy=on_policy, description=description)
 
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (tests, or a plugin replacing its own entry)."""
+        self._specs.pop(name, None)
+
     def get(self, name: str) -> AlgorithmSpec:
         """The spec of ``name``; an unknown name is a :class:`ConfigError` naming the registered ones."""
         if name not in self._specs:
