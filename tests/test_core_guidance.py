@@ -99,6 +99,22 @@ def test_set_bonus_overwrites_and_keeps_env_reward(tmp_path):
         guidance.set_bonus(plain, [0], 1.0)
 
 
+def test_the_bonus_column_survives_a_checkpointed_buffer(tmp_path):
+    from guidedrl.records import replay_buffer_arrays, restore_replay_buffer
+
+    algorithm, ctx = guided_algorithm(tmp_path, "dqn", "CartPole-v1", {"obs": ObsBonus()})
+    buffer, _ = _collect(algorithm, ctx, 64)
+    arrays = replay_buffer_arrays(buffer, "pair")
+    assert "data/policy/bonus" in arrays and "data/policy/advised_by" in arrays
+    restored = VectorReplayBuffer(64, 2)
+    restore_replay_buffer(restored, arrays)
+    idx = buffer.sample_indices(0)
+    np.testing.assert_array_equal(restored.rew[idx], buffer.rew[idx])
+    np.testing.assert_array_equal(guidance.bonus_of(restored[idx]), guidance.bonus_of(buffer[idx]))
+    guidance.set_bonus(restored, idx[:3], 0.0)  # still a bonus column ACE can rewrite
+    np.testing.assert_allclose(restored.rew[idx[:3]], 1.0, atol=1e-6)
+
+
 def _nstep_returns(algorithm, buffer, indices):
     batch = buffer[indices]
     return _np(algorithm._preprocess_batch(copy.deepcopy(batch), buffer, indices).returns).reshape(-1)
