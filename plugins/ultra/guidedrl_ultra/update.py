@@ -68,13 +68,13 @@ def update_policy(ctx: RunContext, config: UltraConfig, st: UltraState, batch: A
             act.extend(advised[j].advice for j in pick)
     if not obs:
         return None
-    loss = imitation(algorithm, np.stack(obs), np.stack([np.asarray(a) for a in act]))
+    loss = imitation(algorithm, np.stack(obs), np.stack([np.asarray(a) for a in act]), config.imitation_continuous)
     return PolicyUpdate(
         losses={"imitation": config.imitation_weight * loss},
         stats={"imitation_rollout": float(n_rollout), "imitation_table": float(len(obs) - n_rollout)},
     )
 
 
-def imitation(algorithm: Any, obs: np.ndarray, act: np.ndarray) -> Any:
+def imitation(algorithm: Any, obs: np.ndarray, act: np.ndarray, continuous: str = "mse") -> Any:
     """The imitation loss of ``algorithm``'s policy toward env-space actions ``act`` at ``obs``."""
-    return guidance.imitation_loss(algorithm.policy, obs, act)
+    return guidance.imitation_loss(algorithm.policy, obs, act, continuous=continuous)

@@ -132,3 +132,20 @@ def test_continuous_ppo_imitates_the_mean_and_keeps_its_spread(make_ctx, line_ad
     np.testing.assert_allclose(ctx.act(obs[None])[0], advice, atol=0.05)
     # the mean moved; the exploration noise did not collapse
     torch.testing.assert_close(algorithm.policy.actor.sigma_param.detach(), sigma)
+
+
+def test_continuous_ppo_nll_imitation_also_narrows_the_spread(make_ctx, line_adapter):
+    torch.manual_seed(0)
+    ctx = make_ctx(adapter=line_adapter)
+    algorithm = algorithm_for(ctx, "ppo")
+    config = UltraConfig(variant="a", imitate_table=False, imitation_continuous="nll")
+    st = state_of(ctx, config)
+    st.table.observe(np.random.default_rng(0).normal(size=(500, 2)))
+    obs = np.array([0.5, -0.5], np.float32)
+    advice = np.array([0.6, -0.4], np.float32)
+    st.table.add([CriticalEntry(obs=obs, features=obs.astype(np.float64), taken=np.zeros(2, np.float32), advice=advice)])
+    batch = Batch(obs=obs[None], act=advice[None], policy=advice_record(ULTRA))
+    sigma = algorithm.policy.actor.sigma_param.detach().clone()
+    train_on(algorithm, ctx, config, st, batch, steps=150)
+    np.testing.assert_allclose(ctx.act(obs[None])[0], advice, atol=0.05)
+    assert (algorithm.policy.actor.sigma_param.detach() < sigma - 0.1).all()  # the log-std fell: less exploration
