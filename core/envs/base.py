@@ -27,15 +27,9 @@ class Description:
     state: dict[str, Any]
 
     def json(self) -> str:
-        return json.dumps(self.state, sort_keys=True, default=_to_jsonable)
+        from guidedrl.llm.jsondata import jsonable  # the small module, not the LLM layer
 
-
-def _to_jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
+        return json.dumps(self.state, sort_keys=True, default=jsonable)
 
 
 def round_floats(values: Sequence[float] | np.ndarray, digits: int = 4) -> list[float]:

@@ -21,9 +21,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from guidedrl.envs.base import _to_jsonable
 from guidedrl.errors import ConfigError, did_you_mean
-from guidedrl.llm.questions import KINDS
+from guidedrl.llm.jsondata import jsonable
+from guidedrl.llm.parsing import StrictPydanticOutputParser, parser_for
+from guidedrl.llm.questions import KINDS, Question
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 
@@ -140,7 +141,7 @@ def merge_templates(*overrides: Mapping[str, str] | None) -> dict[str, str]:
 
 def state_block(kind: str, env_id: str, payload: Mapping[str, Any]) -> str:
     """The exact JSON block of a prompt: ``{"question": kind, "env": env_id, **payload}``."""
-    return json.dumps({"question": kind, "env": env_id, **payload}, sort_keys=False, default=_to_jsonable)
+    return json.dumps({"question": kind, "env": env_id, **payload}, sort_keys=False, default=jsonable)
 
 
 @functools.lru_cache(maxsize=64)
@@ -172,3 +173,41 @@ def render(
         format_instructions=format_instructions,
         extra=f"\n{extra.strip()}\n" if extra else "",
     )
+
+
+def render_question(
+    question: Question, templates: Mapping[str, str], adapter: Any
+) -> tuple[list[BaseMessage], StrictPydanticOutputParser, dict[str, Any]]:
+    """The messages of ``question`` for ``adapter``'s env, with the parser and JSON schema of its answer.
+
+    The template is ``question.template`` or ``templates[question.kind]``; the system message is
+    ``templates["system"]``."""
+    template = question.template or templates.get(question.kind)
+    if template is None:
+        raise ValueError(
+            f"no prompt template for question kind {question.kind!r}; pass Question(template=...) "
+            f"or add LLMClient.templates[{question.kind!r}]. Kinds with a template: "
+            f"{', '.join(k for k in templates if k != 'system')}."
+        )
+    if question.template is not None:
+        check_template(question.kind, question.template)
+    parser, instructions, json_schema = parser_for(question.schema)
+    messages = render(
+        system=templates["system"],
+        template=template,
+        task=getattr(adapter, "task", "") or "",
+        description=question.description,
+        vocabulary=vocabulary_text(adapter),
+        state_json=state_block(question.kind, getattr(adapter, "env_id", ""), question.payload),
+        format_instructions=instructions,
+        extra=question.extra,
+    )
+    return messages, parser, json_schema
+
+
+def vocabulary_text(adapter: Any) -> str:
+    """What the actions (or plan items) mean, from ``adapter.vocabulary.prompt_text()``."""
+    vocab = getattr(adapter, "vocabulary", None)
+    if vocab is not None and hasattr(vocab, "prompt_text"):
+        return vocab.prompt_text()
+    return "Instructions are objects {command, parameter, agent}."

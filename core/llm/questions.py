@@ -1,6 +1,6 @@
-"""What the LLM layer is asked and what it answers: :class:`Question`, :class:`Answer` and the
-pydantic answer schemas of the built-in question kinds.
+"""What the LLM layer is asked and what it answers: :class:`Question` and :class:`Answer`.
 
+The answer schemas of the built-in question kinds live with their kind in :mod:`guidedrl.llm.kinds`.
 A schema is the JSON object an LLM must answer with; it is shown to the LLM (format instructions),
 used for constrained decoding by backends that support it, and parsed by LangChain's
 ``PydanticOutputParser``. A question's ``validator`` then turns the parsed object into the value the
@@ -11,10 +11,9 @@ a reason that is fed back to the LLM.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import attrs
-import pydantic
 from pydantic import AfterValidator, BaseModel, Field
 
 #: The built-in question kinds, one prompt template each.
@@ -80,61 +79,3 @@ class Answer:
     """The LLM's raw text of the last attempt."""
     attempts: int = 0
     """Backend calls made for this question."""
-
-
-# -- schemas of the built-in kinds ------------------------------------------------------------
-
-
-def action_schema(action_json_schema: dict[str, Any]) -> type[BaseModel]:
-    """The answer schema of an ``action`` question, with the vocabulary's JSON schema for ``action``."""
-    return pydantic.create_model(
-        "ActionAnswer",
-        __doc__="The action the agent should take now.",
-        action=(Any, Field(json_schema_extra=action_json_schema, description="The action.")),
-        reason=(Reason, ""),
-    )
-
-
-class CriticalStep(BaseModel):
-    t: int = Field(ge=0, description="Index into the `states` list of the JSON block.")
-    score: float = Field(ge=0.0, le=1.0, description="How critical, 0..1.")
-    reason: Reason = ""
-
-
-class CriticalStatesAnswer(BaseModel):
-    """The critical steps of the trajectory, most critical first."""
-
-    critical_states: list[CriticalStep]
-
-
-class ImplicitRewardAnswer(BaseModel):
-    """How good the action is in this state."""
-
-    reward: float = Field(ge=-1.0, le=1.0, description="-1 (harmful) .. 1 (ideal).")
-    reason: Reason = ""
-
-
-class Instruction(BaseModel):
-    command: str
-    parameter: str | int
-    agent: str
-
-
-class InstructionsAnswer(BaseModel):
-    """A plan for the team: instructions executed in order."""
-
-    instructions: list[Instruction]
-
-
-class CritiquedStep(BaseModel):
-    t: int = Field(ge=0, description="A key step (index into `states`).")
-    level: Literal[-2, -1, 1, 2] = Field(
-        description="-2 very harmful, -1 harmful, 1 helpful, 2 very helpful; reward = level * K."
-    )
-    reason: Reason = ""
-
-
-class RewardCritiqueAnswer(BaseModel):
-    """A reassigned reward for every key step."""
-
-    rewards: list[CritiquedStep]

@@ -204,7 +204,7 @@ def test_a_prompt_that_cannot_fit_is_not_sent_and_says_why(make_client, tmp_path
 
 
 def test_trajectories_are_chunked_to_fit_the_context(make_client):
-    from guidedrl.llm.client import estimate_tokens
+    from guidedrl.llm.context_window import estimate_tokens
 
     def answer(block, messages):
         return json.dumps({"critical_states": [{"t": 0, "score": 0.5}]})

@@ -1,7 +1,9 @@
 """guidedrl adapters for MPE2 (the maintained Multi-Particle Environments), PettingZoo parallel API.
 
-Registers ``mpe2:simple_spread-v3``: N agents (default 3) must cover N landmarks without colliding;
-every agent is rewarded by how close the landmarks are covered (shared) minus its own collisions.
+Registers ``mpe2:simple_spread-v3``: N agents (default 3; 3 … 12 tested) must cover N landmarks without
+colliding; every agent is rewarded by how close the landmarks are covered (shared) minus its own
+collisions. The adapter carries LEED's instruction vocabulary ``[MoveTo, Landmark_k, Agent_i]``
+(``validate_plan`` / ``execute_plan``) and an assignment expert (``SpreadExpert``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,34 @@ from typing import Any
 import numpy as np
 
 import guidedrl
-from guidedrl.envs import Description, Expert, MultiAgentEnvAdapter
+from guidedrl.envs import Description, MultiAgentEnvAdapter
 from guidedrl.envs.base import round_floats
 
+from guidedrl_env_mpe.expert import SpreadExpert
+from guidedrl_env_mpe.plans import PlanExecutor, PlanStep, validate_plan
+
+__all__ = ["PlanExecutor", "PlanVocabulary", "SimpleSpreadAdapter", "SpreadExpert", "validate_plan"]
+
 ACTIONS = ["no_op", "move_left", "move_right", "move_down", "move_up"]
+INSTRUCTIONS_HELP = (
+    'Answer with a JSON list of instructions [Command, Parameter, AgentID], one per agent, e.g. ["MoveTo", '
+    '"Landmark_2", "Agent_0"] (or objects {"command", "parameter", "agent"}): each agent heads for its '
+    "landmark until the next plan. Cover every landmark, one agent each."
+)
+
+
+class PlanVocabulary:
+    """What an LLM may answer (``prompt_text`` heads prompts)."""
+
+    def __init__(self, n_agents: int) -> None:
+        self.n = n_agents
+
+    def prompt_text(self) -> str:
+        return (
+            "Commands (each instruction is [Command, Parameter, AgentID]):\n"
+            f"- MoveTo: Parameter = a landmark Landmark_0 .. Landmark_{self.n - 1}; the agent moves to it\n"
+            f"Agents: Agent_0 .. Agent_{self.n - 1}. One instruction per agent."
+        )
 
 
 class SimpleSpreadAdapter(MultiAgentEnvAdapter):
@@ -32,6 +58,10 @@ class SimpleSpreadAdapter(MultiAgentEnvAdapter):
         super().__init__(**make_kwargs)
         self.n_agents = int(make_kwargs["N"])
         self.agents = [f"agent_{i}" for i in range(self.n_agents)]
+        self.executor = PlanExecutor(self.agents, self.n_agents)
+        self.vocabulary = PlanVocabulary(self.n_agents)
+        self.instructions_help = INSTRUCTIONS_HELP
+        self._expert = SpreadExpert()
 
     def make(self, **kwargs: Any) -> Any:
         from mpe2 import simple_spread_v3
@@ -49,41 +79,24 @@ class SimpleSpreadAdapter(MultiAgentEnvAdapter):
             agents.append({"id": name, "pos": round_floats(pos), "vel": round_floats(o[0:2])})
             if landmarks is None:
                 landmarks = [round_floats(pos + o[4 + 2 * k : 6 + 2 * k]) for k in range(n)]
-        text = "Agents: " + "; ".join(f"{a['id']} at {a['pos']}" for a in agents)
-        text += ". Landmarks at " + "; ".join(str(lm) for lm in landmarks or []) + "."
-        text += " Actions: " + ", ".join(f"{i}={a}" for i, a in enumerate(ACTIONS)) + "."
+        text = "Agents: " + "; ".join(f"Agent_{a['id'].split('_')[-1]} at {a['pos']}" for a in agents)
+        text += ". Landmarks: " + "; ".join(f"Landmark_{k} at {lm}" for k, lm in enumerate(landmarks or [])) + "."
+        text += " Actions: " + ", ".join(f"{i}={a}" for i, a in enumerate(ACTIONS)) + ". " + INSTRUCTIONS_HELP
         return Description(text=text, state={"agents": agents, "landmarks": landmarks})
 
     @property
-    def expert(self) -> Expert:
-        return SpreadExpert()
+    def expert(self) -> SpreadExpert:
+        return self._expert
 
+    # -- plans ----------------------------------------------------------------------------------
+    def validate_plan(self, instructions: Any) -> list[dict[str, Any]]:
+        """Normalised ``[MoveTo, Landmark_k, Agent_i]`` items, or ``InvalidAction`` naming the first bad one."""
+        return validate_plan(instructions, self.agents, self.n_agents)
 
-class SpreadExpert(Expert):
-    """Agents take landmarks in a greedy nearest-pair order and move along the larger axis gap."""
-
-    def act(self, state: dict[str, Any]) -> dict[str, int]:
-        agents, landmarks = state["agents"], [np.asarray(lm) for lm in state["landmarks"]]
-        pairs = sorted(
-            (float(np.linalg.norm(np.asarray(a["pos"]) - lm)), i, k)
-            for i, a in enumerate(agents) for k, lm in enumerate(landmarks)
-        )
-        goal: dict[int, int] = {}
-        used: set[int] = set()
-        for _, i, k in pairs:
-            if i not in goal and k not in used:
-                goal[i] = k
-                used.add(k)
-        out = {}
-        for i, a in enumerate(agents):
-            delta = landmarks[goal[i]] - np.asarray(a["pos"]) - 0.5 * np.asarray(a["vel"])
-            if np.max(np.abs(delta)) < 0.05:
-                out[a["id"]] = 0
-            elif abs(delta[0]) >= abs(delta[1]):
-                out[a["id"]] = 2 if delta[0] > 0 else 1
-            else:
-                out[a["id"]] = 4 if delta[1] > 0 else 3
-        return out
+    def execute_plan(self, plan: Any, state: dict[str, Any]) -> PlanStep:
+        """Every agent's move toward its landmark in ``state`` (no-op without an instruction), and the
+        rejected items with reasons. Any input is accepted: bad items are rejected, never raised."""
+        return self.executor.actions(plan, state)
 
 
 @guidedrl.hookimpl

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import pydantic
-from guidedrl.envs.base import _to_jsonable
 from guidedrl.errors import ConfigError
+from guidedrl.llm.jsondata import jsonable
 from guidedrl.llm.options import check_options
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -200,7 +200,7 @@ class SimulatedChatModel(BaseChatModel):
         if rng.random() < self.invalid_rate:
             return _invalid(kind, block, vocab, rng)
         wrong = rng.random() < self.error_rate
-        return json.dumps(_ANSWERS[kind](block, expert, vocab, rng, wrong), default=_to_jsonable)
+        return json.dumps(_ANSWERS[kind](block, expert, vocab, rng, wrong), default=jsonable)
 
 
 def _chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:
