@@ -317,11 +317,16 @@ def test_prioritized_replay_from_config_updates_priorities_from_td_errors(tmp_pa
     before = buffer.weight[np.arange(256)].copy()
     np.testing.assert_allclose(before[before > 0], before[before > 0][0])  # all new: the same (max) priority
     with policy_within_training_step(algorithm.policy):
-        _, stats = None, algorithm.update(buffer=buffer, sample_size=32)
+        algorithm.update(buffer=buffer, sample_size=32)
     after = buffer.weight[np.arange(256)]
     assert (after != before).sum() >= 16, "the sampled transitions' priorities became their TD errors"
-    anneal_beta(buffer, ctx.config, 500)
-    assert buffer.buffers[0]._beta == pytest.approx(0.7) or buffer._beta == pytest.approx(0.7)
+    idx = buffer.sample_indices(0)
+    anneal_beta(buffer, ctx.config, 0)
+    w_start = np.asarray(buffer[idx].weight)
+    assert w_start.min() < 0.99  # unequal priorities: unequal importance weights
+    anneal_beta(buffer, ctx.config, 500)  # half-way: beta 0.7, a stronger correction
+    w_half = np.asarray(buffer[idx].weight)
+    np.testing.assert_allclose(w_half, w_start ** (0.7 / 0.4), rtol=1e-5)  # (p / p_min) ** -beta, normalised
     ppo_cfg = from_dict({"env": "CartPole-v1", "algo": "ppo", "replay": {"prioritized": True}})
     assert not isinstance(make_replay_buffer(ppo_cfg, 64, 2), PrioritizedVectorReplayBuffer)  # on-policy: plain
 
