@@ -172,14 +172,16 @@ def test_ppo_advantages_and_returns_use_the_stored_bonus(tmp_path):
     assert d_ret[~done].max() > bonus * 1.5, "earlier steps see later bonuses through GAE"
 
 
-class CountingDQNBonus(ObsBonus):
+class SmallObsBonus(ObsBonus):
+    """ObsBonus at a hundredth of the scale (a real run trains on it)."""
+
     @hookimpl
     def shape_reward(self, batch):
         return super().shape_reward(batch) * 0.01
 
 
 def test_shape_reward_meets_each_transition_once_and_never_inside_an_update(tmp_path):
-    plugin = CountingDQNBonus()
+    plugin = SmallObsBonus()
     cfg = from_dict(
         {
             "env": "CartPole-v1", "algo": "dqn", "steps": 600, "seed": 0, "out": str(tmp_path / "run"), "preset": "none",
