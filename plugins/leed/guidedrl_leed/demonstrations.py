@@ -24,12 +24,15 @@ why, the cut and the stuck agents, every agent's travel time, and the agents' ow
 (the RL policy's) beside the expert's — and LEED's part of ``ctx.demos`` is replaced. The refresh
 runs from the ``identify_critical_states`` hook, which the epoch loop calls between collection and
 update with the finished episodes (the agents' own recent trajectories), never inside a gradient step.
-Validity and demo return of every round are in ``ctx.state["leed"]``, the metrics
-(``leed/round_validity``, ``leed/round_demo_return``) and the summary's counters.
+Validity and demo return of every round are in ``ctx.state["leed"]``, in ``leed_rounds.json`` in
+the run directory, in TensorBoard (``leed/round_validity``, ``leed/round_demo_return``) and, for the
+first round and the kept set, in the summary's counters (``validity_first`` / ``validity_last``,
+``demo_return_first`` / ``demo_return_last``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -250,6 +253,9 @@ def run_round(
     for key in ("validity", "demo_return", "kept_validity", "kept_demo_return", "arrival_rate"):
         if np.isfinite(row[key]):
             ctx.log(f"leed/round_{key}", row[key])
+    run_dir = getattr(ctx, "run_dir", None)
+    if run_dir is not None:  # every round so far, rewritten whole (a resumed run's file matches its state)
+        (run_dir / "leed_rounds.json").write_text(json.dumps(st.rounds, indent=1, default=float))
     log.info(
         "LEED DG round %d: %d plans (%d failed), validity %.2f, demo return %.2f; kept set validity %.2f, return %.2f, %d transitions",
         round_no, row["plans"], row["plans_failed"], row["validity"], row["demo_return"], row["kept_validity"],
