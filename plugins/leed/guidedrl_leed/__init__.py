@@ -16,6 +16,7 @@ trajectories the refinement feedback and the similarity weights need, outside an
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import guidedrl
@@ -26,6 +27,8 @@ from guidedrl_leed.state import LeedState, state_of
 if TYPE_CHECKING:
     from guidedrl.context import RunContext
     from guidedrl.types import Demonstrations, Episode, PolicyUpdate
+
+log = logging.getLogger("guidedrl.leed")
 
 __all__ = ["Leed", "LeedConfig", "demonstrations", "optimisation"]
 
@@ -52,6 +55,14 @@ class Leed:
     @guidedrl.hookimpl
     def generate_demonstrations(self, ctx: RunContext) -> list[Demonstrations]:
         """DG, round 0."""
+        marl = getattr(ctx.config, "marl", None)
+        if marl is not None and (marl.share_parameters or marl.centralized_critic):
+            log.warning(
+                "LEED trains decentralised in the paper (one PPO per agent, no centralised critic); this run has "
+                "marl.share_parameters=%s, marl.centralized_critic=%s. For the paper's setting: --set "
+                "marl.share_parameters=false --set marl.centralized_critic=false",
+                marl.share_parameters, marl.centralized_critic,
+            )
         return demonstrations.generate(ctx, self.config, self._st(ctx), name=self.name)
 
     @guidedrl.hookimpl

@@ -107,7 +107,7 @@ def test_the_issue_command_runs_offline(tmp_path, capsys):
                  "--out", str(out), "--set", "llm.cache=off"]) == 0
     s = json.loads((out / "summary.json").read_text())
     leed = s["method_counters"]["leed"]
-    assert s["env_steps"] >= 20000 and leed["refinements"] == 3 and leed["demo_transitions"] > 0
+    assert s["env_steps"] >= 20000 and leed["refinements"] == 2 and leed["demo_transitions"] > 0
     assert sum(k.startswith("weight_agent_") for k in leed) == 8
     printed = capsys.readouterr().out
-    assert "refinements 3" in printed and "weight agent 0" in printed
+    assert "refinements 2" in printed and "weight agent 0" in printed
