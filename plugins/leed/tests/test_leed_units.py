@@ -166,3 +166,12 @@ def test_state_survives_a_weights_only_checkpoint():
     assert (back.iteration, back.refinements, back.best, back.feedback) == (7, 2, st.best, st.feedback)
     assert np.array_equal(back.recent["agent_0"][0], st.recent["agent_0"][0])
     assert torch.randint(0, 1000, (5,), generator=back.gen).tolist() == torch.randint(0, 1000, (5,), generator=st.gen).tolist()
+
+
+def test_a_single_agent_env_is_refused_with_the_fix():
+    from guidedrl.errors import ConfigError
+    from guidedrl.llm.testing import CorridorAdapter
+
+    ctx = _ctx(ScriptedLLM([]), CorridorAdapter())
+    with pytest.raises(ConfigError, match="multi-agent env adapter.*traffic:grid4x4-v0"):
+        demonstrations.generate(ctx, LeedConfig(), LeedState(), name="leed")
