@@ -24,7 +24,7 @@ class LeedConfig:
     """DG: demonstration episodes; the LLM writes one whole plan (every agent's route) per episode.
     Each agent's own actor learns from its own demonstrations only, so it needs many situations
     (start, goal, traffic): with 4 episodes the agents fit them and do not generalise (traffic 4x4,
-    N = 4, 8,192 steps: 1 % of the expert with 4 episodes, 73 % with 32)."""
+    N = 4, 8,192 steps, one seed: 1 % of the expert with 4 episodes, 73 % with 32)."""
     seed_offset: int = attrs.field(default=70_000, validator=_nonneg)
     """DG: demonstration episode ``k`` is reset with ``seed_offset + 1000·seed + k`` (apart from the
     training and test seeds); every refinement re-plans the same episodes, so rounds compare."""
