@@ -94,12 +94,13 @@ def collect_demonstrations(ctx: RunContext, method: LCIL) -> list[Demonstrations
                     current = [{"command": "rest", "parameter": None, "agent": a} for a in agents]
             actions, rejected = adapter.execute_plan(current, state)
             ctx.counters["lcil/items_rejected"] += len(rejected)
-            obs_next, rew, term, trunc, infos = env.step(actions)
-            for a in agents:
+            live = [a for a in agents if a in observations]  # agents may be absent (not departed, arrived)
+            obs_next, rew, term, trunc, infos = env.step({a: actions[a] for a in live})
+            for a in live:
                 r = rec[a]
                 r["obs"].append(np.asarray(observations[a], dtype=np.float32))
                 r["act"].append(actions[a])
-                r["rew"].append(rew[a])
+                r["rew"].append(rew.get(a, 0.0))
                 r["obs_next"].append(np.asarray(obs_next.get(a, observations[a]), dtype=np.float32))
                 r["term"].append(bool(term.get(a, False)))
                 r["trunc"].append(bool(trunc.get(a, False)))
@@ -131,4 +132,5 @@ def collect_demonstrations(ctx: RunContext, method: LCIL) -> list[Demonstrations
             agent=a, meta=meta,
         )
         for a, r in rec.items()
+        if r["obs"]
     ]
