@@ -105,12 +105,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="plain vs ULTRA-RA (error 0), 2 seeds, half the budget")
     parser.add_argument("--envs", default="pong,hopper", help="comma-separated: pong, hopper")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 3; --quick 2)")
+    parser.add_argument("--arms", default=None, help="comma-separated arm names to run (default: all; e.g. plain,ultra-ra@0)")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one core each)")
     parser.add_argument("--work", default=str(REPO / "runs" / "bench-ultra"), help="where run directories go")
     parser.add_argument("--results", default=str(RESULTS), help="where the tables and curves go")
     args = parser.parse_args()
     seeds = args.seeds or (2 if args.quick else 3)
     arms = QUICK_ARMS if args.quick else ARMS
+    if args.arms:
+        wanted = [a.strip() for a in args.arms.split(",") if a.strip()]
+        unknown = sorted(set(wanted) - {a for a, _, _ in ARMS})
+        if unknown:
+            parser.error(f"unknown arm(s) {unknown}; choose from {[a for a, _, _ in ARMS]}")
+        arms = [a for a in ARMS if a[0] in wanted]
     work = Path(args.work) / ("quick" if args.quick else "full")
     results = Path(args.results) / ("quick" if args.quick else "")
     results.mkdir(parents=True, exist_ok=True)

@@ -125,7 +125,16 @@ def describe_groups(runs: list[dict[str, Any]]) -> list[Group]:
         keyed[key].append(run)
         flats[key] = flat
     all_keys = set().union(*[set(f) for f in flats.values()]) if flats else set()
-    varying = sorted(k for k in all_keys if len({json.dumps(f.get(k), default=str) for f in flats.values()}) > 1)
+    method_names = {m for f in flats.values() for m in _methods_of(f)}
+
+    def differs(key: str) -> bool:
+        # A method's own settings (saved with their defaults) vary only among the groups that run it:
+        # that a plain arm has none of them is already said by its methods.
+        section = key.split(".")[0]
+        among = [f for f in flats.values() if section not in method_names or section in _methods_of(f)]
+        return len({json.dumps(f.get(key), default=str) for f in among}) > 1
+
+    varying = sorted(k for k in all_keys if differs(k))
     shown_keys = _label_keys(list(flats.values()), varying)
     short = _short_names(shown_keys)
     groups = []
