@@ -193,6 +193,9 @@ def train(
 def make_learner(ctx: RunContext) -> Learner:
     """The learner behind the epoch loop: the multi-agent learner for a multi-agent adapter, else the
     Tianshou algorithm ``config.algo`` names."""
+    from guidedrl.train import numba_cache
+
+    numba_cache.enable()
     if getattr(ctx.adapter, "multi_agent", False):
         from guidedrl.train.marl import MultiAgentLearner
 
