@@ -140,6 +140,29 @@ class SACConfig:
     steps_per_collect: int = attrs.field(default=1, validator=_pos)
     updates_per_step: float = attrs.field(default=1.0, validator=_pos)
     start_steps: int = attrs.field(default=5000, validator=_nonneg)
+    # discrete actions (algo "sac" on a Discrete space builds Tianshou's DiscreteSAC)
+    discrete_target_entropy: float = attrs.field(default=0.5, validator=_prob)
+    """Discrete actions with ``auto_alpha``: the target entropy as a fraction of the uniform policy's,
+    ``log(n_actions)`` (continuous actions use ``-action_dim``)."""
+
+
+@attrs.frozen(kw_only=True)
+class ReplayConfig:
+    """The replay buffer of off-policy algorithms (DQN, SAC)."""
+
+    prioritized: bool = False
+    """Prioritized replay (Tianshou's ``PrioritizedVectorReplayBuffer``): transitions are sampled in
+    proportion to their last TD error (Tianshou's DQN and SAC update the priorities after each
+    update) and the loss is weighted to correct for it."""
+    alpha: float = attrs.field(default=0.6, validator=_pos)
+    """How strongly priorities shape sampling (0 would be uniform)."""
+    beta: float = attrs.field(default=0.4, validator=_prob)
+    """Importance-sampling correction at the start (1: full correction)."""
+    beta_final: float = attrs.field(default=1.0, validator=_prob)
+    """Importance-sampling correction at the end of ``beta_anneal_steps``."""
+    beta_anneal_steps: int = attrs.field(default=0, validator=_nonneg)
+    """Env steps over which ``beta`` rises linearly to ``beta_final`` (set from the env steps done, so a
+    resumed run continues it); 0 keeps ``beta``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -222,6 +245,7 @@ SECTIONS: dict[str, type] = {
     "ppo": PPOConfig,
     "dqn": DQNConfig,
     "sac": SACConfig,
+    "replay": ReplayConfig,
     "marl": MARLConfig,
     "pretrain": PretrainConfig,
     "llm": LLMConfig,
@@ -241,8 +265,9 @@ class RunConfig:
     built directly applies no preset, hence ``none`` here."""
     env_kwargs: dict[str, Any] = attrs.field(factory=dict)
     """Keyword arguments for the adapter (and ``gym.make``)."""
-    algo: Literal["ppo", "dqn", "sac"] = attrs.field(default="ppo", validator=_choice("ppo", "dqn", "sac"))
-    """``ppo`` (discrete or continuous), ``dqn`` (discrete), ``sac`` (continuous)."""
+    algo: str = attrs.field(default="ppo", validator=attrs.validators.min_len(1))
+    """``ppo`` (discrete or continuous), ``dqn`` (discrete), ``sac`` (continuous or discrete), or an
+    algorithm a third party registered (``guidedrl.train.algorithms.ALGORITHMS``)."""
     steps: int = attrs.field(default=50000, validator=_pos)
     """Training env steps."""
     seed: int = attrs.field(default=0, validator=_nonneg)
@@ -256,6 +281,8 @@ class RunConfig:
     ppo: PPOConfig = attrs.field(factory=PPOConfig)
     dqn: DQNConfig = attrs.field(factory=DQNConfig)
     sac: SACConfig = attrs.field(factory=SACConfig)
+    replay: ReplayConfig = attrs.field(factory=ReplayConfig)
+    """Replay buffer of off-policy algorithms (prioritized or uniform)."""
     marl: MARLConfig = attrs.field(factory=MARLConfig)
     pretrain: PretrainConfig = attrs.field(factory=PretrainConfig)
     llm: LLMConfig = attrs.field(factory=LLMConfig)

@@ -77,7 +77,8 @@ def refine_action(
 
     Called once per vectorised step, only by the training collector (never during evaluation).
     Stops at first non-None result, in the order the run names its methods. The advised mask is
-    stored under ``batch.policy.advised``; on-policy updates keep advised steps out of the
+    stored under ``batch.policy.advised`` and the advising method under ``batch.policy.advised_by``
+    (read it with ``guidedrl.guidance.advised_by``); on-policy updates keep advised steps out of the
     importance ratio (see ``docs/hooks.md``).
 
     :param ctx: The run.
@@ -92,14 +93,17 @@ def refine_action(
 
 @hookspec
 def shape_reward(ctx: RunContext, batch: Batch, agent: str | None) -> np.ndarray | None:
-    """Add a bonus to the rewards of a batch about to be learnt from.
+    """Add a bonus to the rewards of newly collected transitions.
 
-    Called before every policy update. The bonuses of all plugins are summed and added by the core
-    (on-policy: before advantages are computed; off-policy: to the buffer's rewards for the n-step
-    targets, restored after the update). Never edit ``batch.rew`` in place.
+    Called once per transition, right after it is collected (single-agent runs: one call per
+    collection, on all its new transitions; multi-agent runs: per agent, on the rollout before its
+    update), never inside a gradient step. The bonuses of all plugins are summed and stored by the core
+    with each transition (``batch.policy.bonus``; the stored ``rew`` becomes env reward + bonus), so
+    every later target (GAE, n-step returns) uses it. Never edit ``batch.rew`` in place; to change a
+    stored bonus later use ``guidedrl.guidance.set_bonus``.
 
     :param ctx: The run.
-    :param batch: The transitions of the update (``obs``, ``act``, ``rew``, ``obs_next``, ``policy``).
+    :param batch: The new transitions (``obs``, ``act``, ``rew`` (the env's), ``obs_next``, ``policy``).
     :param agent: For multi-agent runs the agent being updated; ``None`` otherwise.
     :return: Per-transition additive bonus, shape ``(len(batch),)``, or ``None``.
     """

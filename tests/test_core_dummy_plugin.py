@@ -78,9 +78,9 @@ def test_dummy_plugin_hooks_all_fire_in_a_cartpole_run(dummy_installed, tmp_path
     assert counters["critical_states"] > 0
     train_episodes = sum(r.get("train/episodes", 0) for r in rows)
     assert counters["critical_states"] == train_episodes
-    # shape_reward: every transition of every update
+    # shape_reward: every transition, once (after its collection)
     assert counters["dummy/shaped_transitions"] == summary["env_steps"]
-    assert counters["shaped_updates"] == summary["env_steps"] // cfg["ppo"]["steps_per_collect"]
+    assert counters["shaped_transitions"] == summary["env_steps"]
     # update_policy: its loss and stats are logged under methods/dummy/
     epoch_rows = [r for r in rows if "test/return" in r]
     assert epoch_rows and all(r["methods/dummy/l2"] > 0 for r in epoch_rows)

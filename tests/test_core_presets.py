@@ -12,7 +12,12 @@ from guidedrl.cli import main
 from guidedrl.config import PPOConfig, RunConfig, TrainConfig, apply_overrides, from_dict, load
 from guidedrl.errors import ConfigError
 
-SHIPPED = {("cartpole-v1-ppo", "CartPole-v1", "ppo"), ("cartpole-v1-dqn", "CartPole-v1", "dqn"), ("pendulum-v1-sac", "Pendulum-v1", "sac")}
+SHIPPED = {
+    ("cartpole-v1-ppo", "CartPole-v1", "ppo"),
+    ("cartpole-v1-dqn", "CartPole-v1", "dqn"),
+    ("cartpole-v1-sac", "CartPole-v1", "sac"),
+    ("pendulum-v1-sac", "Pendulum-v1", "sac"),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +32,7 @@ def test_core_ships_the_classic_presets_each_citing_its_source():
     assert SHIPPED <= found
     for name, _, _ in SHIPPED:
         preset = presets.available()[name]
-        assert preset.source.startswith("https://github.com/DLR-RM/rl-baselines3-zoo/")
+        assert preset.source.startswith(("https://github.com/DLR-RM/rl-baselines3-zoo/", "https://github.com/thu-ml/tianshou/"))
         assert "Source: https://" in preset.path.read_text(), f"{name}: cite the source in the file"
 
 

@@ -85,8 +85,9 @@ def test_unknown_env_fails_before_the_run_directory_is_written(tmp_path):
 def test_algo_that_does_not_fit_the_action_space_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="'dqn' needs discrete actions"):
         train(from_dict(tiny_ppo(tmp_path / "dqn", env="Pendulum-v1", algo="dqn")))
-    with pytest.raises(ConfigError, match="'sac' needs continuous actions"):
-        train(from_dict(tiny_ppo(tmp_path / "sac", algo="sac")))
+    with pytest.raises(ConfigError, match="unknown algo 'sca'.*Did you mean 'sac'"):
+        train(from_dict(tiny_ppo(tmp_path / "sca", algo="sca")))
+    assert not (tmp_path / "sca").exists()
 
 
 def test_existing_run_directory_needs_resume(tmp_path):

@@ -33,10 +33,6 @@ if TYPE_CHECKING:
     from guidedrl.train.learner import Learner
 
 
-OFF_POLICY = ("dqn", "sac")
-"""Algorithms whose checkpoint comes with a replay buffer (``buffer.npz``)."""
-
-
 @attrs.frozen
 class RunResult:
     run_dir: Path
@@ -111,6 +107,9 @@ def train(
         load_run_checkpoint(config.train.init_from)  # missing or damaged: refused here, loaded again by the learner
     pm = make_manager(config.methods, config.method_config, extra_plugins=extra_plugins)
     adapter = make_adapter(config.env, **config.env_kwargs)
+    from guidedrl.train.algorithms import ALGORITHMS
+
+    algo_spec = ALGORITHMS.get(config.algo)  # after the methods are loaded: one may register an algorithm
     device = resolve_device(config.train.device)
     if overwrite and not resume:
         remove_run_files(run_dir)
@@ -132,7 +131,7 @@ def train(
         multi_agent = getattr(adapter, "multi_agent", False)
         try:
             recorder.resume(
-                need_buffer=config.algo in OFF_POLICY and not multi_agent, allow_empty_buffer=resume_without_buffer
+                need_buffer=not algo_spec.on_policy and not multi_agent, allow_empty_buffer=resume_without_buffer
             )
         except BaseException:
             recorder.close()

@@ -1,11 +1,12 @@
-"""Tianshou algorithms (PPO, DQN, SAC) built from config, and the one place guidance enters updates.
+"""Tianshou algorithms built from config by name (:data:`ALGORITHMS`: PPO, DQN, SAC — discrete
+actions get Tianshou's DiscreteSAC), and the one place guidance enters updates.
 
 :class:`GuidedAlgorithmMixin` is mixed into Tianshou's own ``PPO``, ``DQN`` and ``SAC``:
 
-- ``shape_reward``: the summed bonus is added to ``batch.rew`` before advantages are computed
-  (on-policy), or to ``buffer.rew`` at the sampled indices before the n-step targets are computed
-  and restored after the update (off-policy; Tianshou's n-step return reads ``buffer.rew``). With
-  ``n_step > 1`` the later steps of an n-step window keep their unshaped reward.
+- ``shape_reward`` does not happen here: the training collector stores each transition's bonus with
+  it once, right after collection (``rew`` = env reward + ``policy.bonus``,
+  :mod:`guidedrl.guidance`), so GAE and Tianshou's n-step returns (which read ``buffer.rew``) use
+  every step's bonus, whichever neighbours a minibatch samples.
 - ``update_policy``: the policy's optimiser (PPO: actor-critic; DQN: Q-net; SAC: actor) is wrapped
   so every ``step(loss)`` adds the plugins' loss terms computed on the update's batch.
 - advised steps (``batch.policy.advised``): PPO recomputes ``logp_old`` from stored actions, which
@@ -17,13 +18,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import gymnasium as gym
 import numpy as np
 import torch
-from tianshou.algorithm import DQN, PPO, SAC
+from tianshou.algorithm import DQN, PPO, SAC, DiscreteSAC
 from tianshou.algorithm.algorithm_base import Algorithm, OnPolicyAlgorithm
+from tianshou.algorithm.modelfree.discrete_sac import DiscreteSACPolicy
 from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy, ProbabilisticActorPolicy
 from tianshou.algorithm.modelfree.sac import AutoAlpha, SACPolicy
@@ -32,7 +36,7 @@ from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
 from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
 
-from guidedrl.errors import ConfigError
+from guidedrl.errors import ConfigError, PluginError, did_you_mean
 from guidedrl.train import hooks
 
 if TYPE_CHECKING:
@@ -68,7 +72,6 @@ class GuidedAlgorithmMixin:
     _guided_ctx: RunContext
     _guided_hooks: hooks.HookSet
     _guided_batch: Any = None
-    _guided_restore: tuple[Any, np.ndarray, np.ndarray] | None = None
 
     def attach_guidance(self, ctx: RunContext, hook_set: hooks.HookSet, optimizer_attr: str) -> None:
         self._guided_ctx = ctx
@@ -87,19 +90,14 @@ class GuidedAlgorithmMixin:
         return stats
 
     def _preprocess_batch(self, batch: Any, buffer: Any, indices: np.ndarray) -> Any:
-        ctx, hook_set = self._guided_ctx, self._guided_hooks
-        on_policy = isinstance(self, OnPolicyAlgorithm)
-        if hook_set.shape_reward:
-            bonus = hooks.shape_reward(ctx, batch)
-            if bonus is not None:
-                batch.rew = batch.rew + bonus.astype(batch.rew.dtype)
-                if not on_policy:
-                    original = buffer.rew[indices].copy()
-                    buffer.rew[indices] = original + bonus.astype(original.dtype)
-                    self._guided_restore = (buffer, indices, original)
-                ctx.counters["shaped_updates"] += 1
+        # Rewards arrive shaped: the collector stored each transition's bonus with it (rew = env
+        # reward + bonus) once, right after collection, so GAE and n-step targets need nothing here.
         batch = super()._preprocess_batch(batch, buffer, indices)  # type: ignore[misc]
-        if on_policy and hook_set.refine_action:
+        if "weight" in batch.get_keys():
+            # a weighted buffer's loss weights (prioritized, mixed), kept for update_policy: DQN pops
+            # ``weight`` and SAC overwrites it with TD errors before the policy's optimiser step
+            batch.sample_weight = batch.weight
+        if isinstance(self, OnPolicyAlgorithm) and self._guided_hooks.refine_action:
             self._exclude_advised(batch)
         self._guided_batch = batch
         return batch
@@ -119,10 +117,6 @@ class GuidedAlgorithmMixin:
         try:
             super()._postprocess_batch(batch, buffer, indices)  # type: ignore[misc]
         finally:
-            if self._guided_restore is not None:
-                buf, idx, original = self._guided_restore
-                buf.rew[idx] = original
-                self._guided_restore = None
             self._guided_batch = None
 
 
@@ -136,6 +130,10 @@ class GuidedDQN(GuidedAlgorithmMixin, DQN):
 
 class GuidedSAC(GuidedAlgorithmMixin, SAC):
     """Tianshou's SAC with guidance hooks."""
+
+
+class GuidedDiscreteSAC(GuidedAlgorithmMixin, DiscreteSAC):
+    """Tianshou's discrete SAC with guidance hooks."""
 
 
 def _orthogonal_init(*modules: torch.nn.Module) -> None:
@@ -162,83 +160,161 @@ def _ppo_init(actor: torch.nn.Module, critic: torch.nn.Module) -> None:
             torch.nn.init.orthogonal_(m.weight, gain=1.0)
 
 
+# -- the algorithm registry -----------------------------------------------------------------------
+
+Builder = Callable[["RunConfig", gym.Env, torch.device], tuple[Algorithm, str]]
+"""``build(config, env, device) -> (algorithm, optimiser attribute)``: a Tianshou algorithm that mixes
+in :class:`GuidedAlgorithmMixin` (first in its bases), for the env's spaces (``env`` is a probe
+instance, closed afterwards), and the name of the attribute holding its policy optimiser (where
+``update_policy`` losses join)."""
+
+
+@attrs.frozen(kw_only=True)
+class AlgorithmSpec:
+    """One registered algorithm."""
+
+    name: str
+    """What ``algo = "..."`` names."""
+    build: Builder
+    """Builds the algorithm (see :data:`Builder`)."""
+    settings: Callable[[RunConfig], Any]
+    """The algorithm's settings in a run config; the loop reads ``steps_per_collect`` and
+    ``batch_size`` from it, plus ``repeat`` (on-policy) or ``buffer_size``, ``start_steps`` and
+    ``updates_per_step`` (off-policy)."""
+    on_policy: bool
+    """On-policy: the buffer is cleared after each update and not saved with checkpoints."""
+    description: str = ""
+    """One line for listings."""
+
+
+class AlgorithmRegistry:
+    """Algorithms by name. The built-in ones are ``ppo``, ``dqn`` and ``sac``; a third party adds its
+    own with :meth:`register` (at import time of the module that defines it, e.g. its method plugin)."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, AlgorithmSpec] = {}
+
+    def register(
+        self, name: str, build: Builder, *, settings: Callable[[RunConfig], Any], on_policy: bool, description: str = ""
+    ) -> None:
+        """Make ``algo = name`` build with ``build``; registering a taken name is an error."""
+        if name in self._specs and self._specs[name].build is not build:
+            raise PluginError(f"algorithm {name!r} is registered twice; choose another name")
+        self._specs[name] = AlgorithmSpec(name=name, build=build, settings=settings, on_policy=on_policy, description=description)
+
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (tests, or a plugin replacing its own entry)."""
+        self._specs.pop(name, None)
+
+    def get(self, name: str) -> AlgorithmSpec:
+        """The spec of ``name``; an unknown name is a :class:`ConfigError` naming the registered ones."""
+        if name not in self._specs:
+            raise ConfigError(
+                f"unknown algo {name!r}.{did_you_mean(name, list(self._specs))} Registered: {', '.join(self._specs)} "
+                "(a third-party algorithm registers itself when its module is imported; see CONTRIBUTING.md)."
+            )
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[AlgorithmSpec]:
+        return iter(self._specs.values())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs
+
+
+ALGORITHMS = AlgorithmRegistry()
+"""The registry ``build_algorithm`` looks ``config.algo`` up in."""
+
+
 def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[Algorithm, str]:
     """A guided Tianshou algorithm for ``config.algo`` and the env's spaces, and the name of the
     attribute holding its policy optimiser."""
-    obs_space, act_space = env.observation_space, env.action_space
-    if not isinstance(obs_space, gym.spaces.Box):
+    spec = ALGORITHMS.get(config.algo)
+    if not isinstance(env.observation_space, gym.spaces.Box):
         raise ConfigError(
-            f"env {config.env!r} has a {type(obs_space).__name__} observation space; guidedrl's built-in "
+            f"env {config.env!r} has a {type(env.observation_space).__name__} observation space; guidedrl's built-in "
             "networks take Box observations. Flatten it in the env adapter's make()."
         )
-    state_shape = obs_space.shape
+    return spec.build(config, env, device)
+
+
+def _build_ppo(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[Algorithm, str]:
+    state_shape, act_space = env.observation_space.shape, env.action_space
     discrete = isinstance(act_space, gym.spaces.Discrete)
-    if config.algo == "dqn" and not discrete:
+    c = config.ppo
+    act_fn = {"auto": torch.nn.ReLU if discrete else torch.nn.Tanh, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[c.activation]
+    if discrete:
+        actor = DiscreteActor(
+            preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn), action_shape=int(act_space.n)
+        )
+        critic = DiscreteCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn))
+        policy: ProbabilisticActorPolicy = DiscreteActorPolicy(
+            actor=actor, dist_fn=torch.distributions.Categorical, action_space=act_space, deterministic_eval=True
+        )
+    else:
+        actor = ContinuousActorProbabilistic(
+            preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn),
+            action_shape=act_space.shape,
+            unbounded=True,
+        )
+        critic = ContinuousCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn))
+
+        def dist_fn(loc_scale: tuple[torch.Tensor, torch.Tensor]) -> torch.distributions.Distribution:
+            loc, scale = loc_scale
+            return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+
+        policy = ProbabilisticActorPolicy(
+            actor=actor, dist_fn=dist_fn, action_space=act_space, deterministic_eval=True, action_bound_method="clip"
+        )
+    _orthogonal_init(actor, critic)
+    if c.init == "ppo":
+        _ppo_init(actor, critic)
+    actor.to(device), critic.to(device)
+    algo = GuidedPPO(
+        policy=policy,
+        critic=critic,
+        optim=AdamOptimizerFactory(lr=c.lr),
+        eps_clip=c.eps_clip,
+        vf_coef=c.vf_coef,
+        ent_coef=c.ent_coef,
+        max_grad_norm=c.max_grad_norm,
+        gae_lambda=c.gae_lambda,
+        gamma=c.gamma,
+        advantage_normalization=c.advantage_normalization,
+    )
+    return algo, "optim"
+
+
+def _build_dqn(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[Algorithm, str]:
+    state_shape, act_space = env.observation_space.shape, env.action_space
+    if not isinstance(act_space, gym.spaces.Discrete):
         raise ConfigError(f"algo 'dqn' needs discrete actions, but {config.env!r} has {act_space}; use algo = 'sac' or 'ppo'.")
-    if config.algo == "sac" and discrete:
-        raise ConfigError(f"algo 'sac' needs continuous actions, but {config.env!r} has {act_space}; use algo = 'ppo' or 'dqn'.")
+    c = config.dqn
+    net = Net(state_shape=state_shape, action_shape=int(act_space.n), hidden_sizes=c.hidden).to(device)
+    dqn_policy = DiscreteQLearningPolicy(
+        model=net,
+        action_space=act_space,
+        eps_training=c.eps_train_start if c.eps_decay_steps else c.eps_train,
+        eps_inference=c.eps_test,
+    )
+    algo = GuidedDQN(
+        policy=dqn_policy,
+        optim=AdamOptimizerFactory(lr=c.lr),
+        gamma=c.gamma,
+        n_step_return_horizon=c.n_step,
+        target_update_freq=c.target_update_freq,
+    )
+    return algo, "optim"
 
-    if config.algo == "ppo":
-        c = config.ppo
-        act_fn = {"auto": torch.nn.ReLU if discrete else torch.nn.Tanh, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[c.activation]
-        if discrete:
-            actor = DiscreteActor(
-                preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn), action_shape=int(act_space.n)
-            )
-            critic = DiscreteCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn))
-            policy: ProbabilisticActorPolicy = DiscreteActorPolicy(
-                actor=actor, dist_fn=torch.distributions.Categorical, action_space=act_space, deterministic_eval=True
-            )
-        else:
-            actor = ContinuousActorProbabilistic(
-                preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn),
-                action_shape=act_space.shape,
-                unbounded=True,
-            )
-            critic = ContinuousCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn))
 
-            def dist_fn(loc_scale: tuple[torch.Tensor, torch.Tensor]) -> torch.distributions.Distribution:
-                loc, scale = loc_scale
-                return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
-
-            policy = ProbabilisticActorPolicy(
-                actor=actor, dist_fn=dist_fn, action_space=act_space, deterministic_eval=True, action_bound_method="clip"
-            )
-        _orthogonal_init(actor, critic)
-        if c.init == "ppo":
-            _ppo_init(actor, critic)
-        actor.to(device), critic.to(device)
-        algo: Algorithm = GuidedPPO(
-            policy=policy,
-            critic=critic,
-            optim=AdamOptimizerFactory(lr=c.lr),
-            eps_clip=c.eps_clip,
-            vf_coef=c.vf_coef,
-            ent_coef=c.ent_coef,
-            max_grad_norm=c.max_grad_norm,
-            gae_lambda=c.gae_lambda,
-            gamma=c.gamma,
-            advantage_normalization=c.advantage_normalization,
-        )
-        return algo, "optim"
-    if config.algo == "dqn":
-        c = config.dqn
-        net = Net(state_shape=state_shape, action_shape=int(act_space.n), hidden_sizes=c.hidden).to(device)
-        dqn_policy = DiscreteQLearningPolicy(
-            model=net,
-            action_space=act_space,
-            eps_training=c.eps_train_start if c.eps_decay_steps else c.eps_train,
-            eps_inference=c.eps_test,
-        )
-        algo = GuidedDQN(
-            policy=dqn_policy,
-            optim=AdamOptimizerFactory(lr=c.lr),
-            gamma=c.gamma,
-            n_step_return_horizon=c.n_step,
-            target_update_freq=c.target_update_freq,
-        )
-        return algo, "optim"
+def _build_sac(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[Algorithm, str]:
+    """SAC for Box actions; Tianshou's discrete SAC (Christodoulou 2019) for Discrete ones."""
+    state_shape, act_space = env.observation_space.shape, env.action_space
     c = config.sac
+    if isinstance(act_space, gym.spaces.Discrete):
+        return _build_discrete_sac(config, env, device)
+    if not isinstance(act_space, gym.spaces.Box):
+        raise ConfigError(f"algo 'sac' needs Box or Discrete actions, but {config.env!r} has {act_space}; use algo = 'ppo'.")
     actor = ContinuousActorProbabilistic(
         preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden),
         action_shape=act_space.shape,
@@ -271,6 +347,48 @@ def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tu
         n_step_return_horizon=c.n_step,
     )
     return algo, "policy_optim"
+
+
+def _build_discrete_sac(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[Algorithm, str]:
+    state_shape, n = env.observation_space.shape, int(env.action_space.n)
+    c = config.sac
+    actor = DiscreteActor(
+        preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden), action_shape=n, softmax_output=False
+    ).to(device)
+
+    def critic_net() -> DiscreteCritic:
+        return DiscreteCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden), last_size=n).to(device)
+
+    alpha: float | AutoAlpha = c.alpha
+    if c.auto_alpha:
+        alpha = AutoAlpha(
+            target_entropy=c.discrete_target_entropy * float(np.log(n)),
+            log_alpha=float(np.log(c.alpha)),
+            optim=AdamOptimizerFactory(lr=c.actor_lr),
+        ).to(device)
+    algo = GuidedDiscreteSAC(
+        policy=DiscreteSACPolicy(actor=actor, action_space=env.action_space),
+        policy_optim=AdamOptimizerFactory(lr=c.actor_lr),
+        critic=critic_net(),
+        critic_optim=AdamOptimizerFactory(lr=c.critic_lr),
+        critic2=critic_net(),
+        critic2_optim=AdamOptimizerFactory(lr=c.critic_lr),
+        tau=c.tau,
+        gamma=c.gamma,
+        alpha=alpha,
+        n_step_return_horizon=c.n_step,
+    )
+    return algo, "policy_optim"
+
+
+ALGORITHMS.register(
+    "ppo", _build_ppo, settings=lambda cfg: cfg.ppo, on_policy=True, description="PPO, discrete or continuous actions"
+)
+ALGORITHMS.register("dqn", _build_dqn, settings=lambda cfg: cfg.dqn, on_policy=False, description="DQN, discrete actions")
+ALGORITHMS.register(
+    "sac", _build_sac, settings=lambda cfg: cfg.sac, on_policy=False,
+    description="SAC; continuous actions, or discrete ones (Tianshou's DiscreteSAC)",
+)
 
 
 def apply_schedules(algorithm: Algorithm, config: RunConfig, env_steps: int) -> None:

@@ -1,4 +1,5 @@
-"""The training collector: Tianshou's ``Collector`` plus ``refine_action`` and episode hand-off."""
+"""The training collector: Tianshou's ``Collector`` plus ``refine_action``, the bonus column and
+episode hand-off."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tianshou.data import Batch, Collector
 
+from guidedrl import guidance
 from guidedrl.train import hooks
 from guidedrl.types import Episode
 
@@ -17,6 +19,12 @@ if TYPE_CHECKING:
 class GuidedCollector(Collector):
     """Calls ``refine_action`` once per vectorised step and keeps finished episodes for
     ``identify_critical_states``. Used for training data only; evaluation uses a plain Collector.
+
+    Every stored transition gets ``policy.advised`` (bool), ``policy.advised_by`` (the advising
+    method's index in ``ctx.methods``, -1: none) and ``policy.bonus`` (0 until
+    :meth:`shape_new_transitions` sets it; see :mod:`guidedrl.guidance`). The buffer indices written
+    since the last :meth:`shape_new_transitions` are remembered, so each transition meets
+    ``shape_reward`` exactly once.
 
     Episodes are assembled here, step by step per env, rather than read back from the buffer:
     on-policy runs clear the buffer after each update, which would cut episodes that span one.
@@ -31,6 +39,7 @@ class GuidedCollector(Collector):
         self._partial: dict[int, dict[str, list[Any]]] = {}
         self._started_at: dict[int, int] = {}
         self._steps_seen = 0
+        self._new: list[np.ndarray] = []
         if hook_set.critical_states:
             self.set_on_step_hook(self._record_step)
 
@@ -43,13 +52,15 @@ class GuidedCollector(Collector):
         last_hidden_state_RH: Any = None,
     ) -> Any:
         self._ready_ids = ready_env_ids_R
+        if self.buffer is not None:
+            self._new.append(self._next_insertion_indices(ready_env_ids_R))
         out = super()._compute_action_policy_hidden(
             random, ready_env_ids_R, last_obs_RO, last_info_R, last_hidden_state_RH
         )
-        if not self.hook_set.refine_action:
-            return out
-        advised = np.zeros(len(ready_env_ids_R), dtype=bool)
-        if not random:
+        n = len(ready_env_ids_R)
+        advised = np.zeros(n, dtype=bool)
+        advised_by = np.full(n, -1, dtype=np.int64)
+        if self.hook_set.refine_action and not random:
             advice = hooks.refine_action(
                 self.ctx, obs=last_obs_RO, act=out.act_normalized, info=last_info_R, env_ids=ready_env_ids_R,
                 action_space=getattr(self.policy, "action_space", None),
@@ -62,10 +73,49 @@ class GuidedCollector(Collector):
                 policy_act[mask] = self.policy.map_action_inverse(env_act[mask])
                 out.act_normalized, out.act = env_act, policy_act
                 advised = mask
+                advised_by[mask] = guidance.advising_method_code(self.ctx, advice.source)
         policy_entry = out.policy_entry if isinstance(out.policy_entry, Batch) else Batch()
         policy_entry.advised = advised
+        policy_entry[guidance.ADVISED_BY_KEY] = advised_by
+        policy_entry[guidance.BONUS_KEY] = np.zeros(n, dtype=np.float64)
         out.policy_entry = policy_entry
         return out
+
+    def _next_insertion_indices(self, env_ids: np.ndarray) -> np.ndarray:
+        """Where the buffer's next ``add`` for these envs will write (called just before it)."""
+        buffer = self.buffer
+        subs = getattr(buffer, "buffers", None)
+        if subs is None:  # a single ReplayBuffer
+            return np.asarray([buffer._insertion_idx], dtype=np.int64)
+        # Tianshou's ReplayBufferManager.add writes row i at offset[env] + that sub-buffer's insertion index
+        return np.asarray([buffer._offset[e] + subs[e]._insertion_idx for e in env_ids], dtype=np.int64)
+
+    def new_indices(self) -> np.ndarray:
+        """Buffer indices written since the last :meth:`shape_new_transitions`, oldest first, each once
+        (a slot the buffer overwrote within one collection is listed at its last write)."""
+        if not self._new:
+            return np.zeros(0, dtype=np.int64)
+        written = np.concatenate(self._new)
+        _, last = np.unique(written[::-1], return_index=True)
+        return written[::-1][np.sort(last)][::-1]
+
+    def shape_new_transitions(self) -> dict[str, float]:
+        """``shape_reward`` on every transition collected since the last call, in one call, and the
+        summed bonus stored with each (``rew`` = env reward + bonus). Returns stats."""
+        indices = self.new_indices()
+        self._new = []
+        if not len(indices) or not self.hook_set.shape_reward:
+            return {}
+        bonus = hooks.shape_reward(self.ctx, self.buffer[indices])
+        if bonus is None:
+            return {}
+        guidance.set_bonus(self.buffer, indices, bonus)
+        self.ctx.counters["shaped_transitions"] += len(indices)
+        return {"guidance/bonus_mean": float(np.mean(bonus))}
+
+    def reset_buffer(self, keep_statistics: bool = False) -> None:
+        super().reset_buffer(keep_statistics=keep_statistics)
+        self._new = []
 
     def _record_step(self, action_batch: Any, step: Any) -> None:
         env_act = np.asarray(action_batch.act_normalized)

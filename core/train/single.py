@@ -1,4 +1,4 @@
-"""The single-agent learner: a Tianshou algorithm (PPO, DQN, SAC), its collectors and replay buffer,
+"""The single-agent learner: a Tianshou algorithm (``ALGORITHMS``: PPO, DQN, SAC, ...), its collectors and replay buffer,
 behind the one epoch loop (:mod:`guidedrl.train.loop`)."""
 
 from __future__ import annotations
@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from tianshou.algorithm.algorithm_base import OnPolicyAlgorithm
-from tianshou.data import Collector, VectorReplayBuffer
+from tianshou.data import Collector, ReplayBuffer
 from tianshou.utils.torch_utils import policy_within_training_step, torch_train_mode
 from tqdm.auto import tqdm
 
 from guidedrl.errors import ConfigError
 from guidedrl.train import hooks
 from guidedrl.guidance import imitation_loss
-from guidedrl.train.algorithms import apply_schedules, build_algorithm
+from guidedrl.train.algorithms import ALGORITHMS, apply_schedules, build_algorithm
+from guidedrl.train.buffers import anneal_beta, make_replay_buffer
 from guidedrl.train.collector import GuidedCollector
 from guidedrl.train.learner import Collected, Evaluation
 from guidedrl.train.vector import make_vector_env
@@ -76,9 +77,9 @@ class TianshouLearner:
         algorithm.attach_guidance(ctx, self.hook_set, optim_attr)
         self.algorithm = algorithm
         self.on_policy = isinstance(algorithm, OnPolicyAlgorithm)
-        self.algo_cfg = getattr(cfg, cfg.algo)
+        self.algo_cfg = ALGORITHMS.get(cfg.algo).settings(cfg)
         self.collector: GuidedCollector | None = None
-        self.buffer: VectorReplayBuffer | None = None
+        self.buffer: ReplayBuffer | None = None
         self._test: tuple[Any, Collector] | None = None
 
     # -- state -------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ class TianshouLearner:
         n = cfg.train.num_envs
         self.train_envs = make_vector_env(self.ctx.adapter, n, cfg.train.vector, seed=cfg.seed)
         size = self.algo_cfg.steps_per_collect if self.on_policy else self.algo_cfg.buffer_size
-        self.buffer = VectorReplayBuffer(max(size, n), n)
+        self.buffer = make_replay_buffer(cfg, size, n)
         self.collector = GuidedCollector(
             self.algorithm, self.train_envs, self.buffer, exploration_noise=True, ctx=self.ctx, hook_set=self.hook_set
         )
@@ -144,6 +145,7 @@ class TianshouLearner:
             return 0
         stats = self.collector.collect(n_step=self.algo_cfg.start_steps, random=True)
         self.collector.pop_finished()
+        self.collector.shape_new_transitions()  # the warm-up's transitions meet shape_reward too, once
         return int(stats.n_collected_steps)
 
     def collect(self, env_steps: int) -> Collected:
@@ -157,11 +159,14 @@ class TianshouLearner:
         return self.collector.pop_finished()
 
     def shape_rewards(self) -> dict[str, float]:
-        return {}  # shaping happens in the algorithm's batch preprocessing (algorithms.py)
+        """``shape_reward`` once on everything collected since the last call; each bonus is stored with
+        its transition (``guidedrl.guidance``'s bonus column), so every later target uses it."""
+        return self.collector.shape_new_transitions()
 
     def update(self, env_steps: int) -> dict[str, float]:
         algorithm, c, ctx = self.algorithm, self.algo_cfg, self.ctx
         apply_schedules(algorithm, ctx.config, env_steps)  # learning rate and clip range for this update
+        anneal_beta(self.buffer, ctx.config, env_steps)  # prioritized replay's importance-sampling exponent
         with policy_within_training_step(algorithm.policy):
             if self.on_policy:
                 hooks.begin_update(ctx)

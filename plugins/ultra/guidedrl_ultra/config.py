@@ -79,6 +79,9 @@ class UltraConfig:
     imitation_weight: float = attrs.field(default=1.0, validator=_nonneg)
     """Weight of the imitation loss toward ULTRA's advised actions (PPO: negative log-likelihood;
     SAC: MSE of the mean action; DQN: cross-entropy on Q-values)."""
+    imitation_continuous: Literal["mse", "nll"] = attrs.field(default="mse", validator=attrs.validators.in_(("mse", "nll")))
+    """PPO with continuous actions: ``mse`` (squared error of the mean action; keeps PPO's exploration
+    noise) or ``nll`` (negative log-likelihood; also shrinks the learnt standard deviation)."""
     imitation_batch: int = attrs.field(default=256, validator=_pos)
     """Advised transitions sampled for the imitation loss at each optimiser step."""
     imitate_table: bool = True

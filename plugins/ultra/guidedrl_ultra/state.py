@@ -29,9 +29,6 @@ class UltraState:
     """Episodes analysed so far."""
     last_analysis_step: int = 0
     """Env step of the last analysis (for ``refresh_every``)."""
-    update_cache: tuple[Any, ...] | None = None
-    """``(batch id, length, env step, indices, targets)`` of the last update batch (PPO calls
-    ``update_policy`` with the same batch for every minibatch)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {"table": self.table.state_dict(), "analysed": self.analysed, "last_analysis_step": self.last_analysis_step}

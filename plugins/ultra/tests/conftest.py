@@ -112,6 +112,7 @@ def make_ctx(tmp_path):
             device=torch.device("cpu"),
         )
         ctx._llm = llm if llm is not None else ScriptedLLM()
+        ctx.pm.method_order = ["ultra", "other"]  # what guidance.advised_by codes refer to (0: ULTRA)
         return ctx
 
     return make
