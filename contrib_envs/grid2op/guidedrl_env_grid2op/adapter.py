@@ -113,7 +113,7 @@ class Grid2OpAdapter(EnvAdapter):
     def simulate(self, state: Any, action: Any) -> dict[str, Any]:
         """One step of ``action`` from ``state`` through Grid2Op's ``obs.simulate`` (on the chronic's
         forecast). Returns ``{"ok", "reward", "done", "max_rho", "overloaded_lines", "reason"}`` (and, when
-        ``ok``, ``obs_next``: the simulated next observation as the env's Box vector);
+        ``ok``, ``obs_next``: the simulated next observation, the env's Box vector as a list);
         ``ok`` is false for an invalid or illegal action, a game over, or a state without a snapshot."""
         try:
             index = self.vocabulary.parse(action)
@@ -149,7 +149,7 @@ class Grid2OpAdapter(EnvAdapter):
             step = int(state.get("step", 0))
         else:
             step = int(round(float(self.split(np.asarray(state, dtype=np.float32))["time"][2])))
-        out["obs_next"] = env.vector(sim_obs, step + 1)
+        out["obs_next"] = env.vector(sim_obs, step + 1).tolist()  # a list: results compare with ==
         return out
 
     # --- describe -------------------------------------------------------------------------------------

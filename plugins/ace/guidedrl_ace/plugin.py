@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import guidedrl
+from guidedrl.errors import ConfigError
 from guidedrl.types import CriticalState, Episode, PolicyUpdate
 from guidedrl_ace import actor, critic, replay
 from guidedrl_ace.config import AceConfig
@@ -56,6 +57,11 @@ class Ace:
     @guidedrl.hookimpl
     def identify_critical_states(self, ctx: RunContext, episodes: list[Episode]) -> list[CriticalState] | None:
         st = self._st(ctx)
+        if not hasattr(ctx.replay, "add_second"):
+            raise ConfigError(
+                "method 'ace' trains an off-policy learner from a mixed replay (D_RL + D_LLM); run it with "
+                "--algo sac (discrete SAC) on a single-agent env"
+            )
         actor.refine(ctx, self.config, st, episodes)
         critic.reassign(ctx, self.config, st, episodes)
         return None

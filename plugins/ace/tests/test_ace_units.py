@@ -57,3 +57,19 @@ def test_config_rejects_bad_values():
         AceConfig(beta=1.5)
     with pytest.raises(ValueError):
         AceConfig(max_weight=0.5)
+
+
+def test_ace_needs_the_mixed_replay_of_an_off_policy_run(tmp_path):
+    import torch
+
+    from guidedrl.config import RunConfig
+    from guidedrl.context import RunContext
+    from guidedrl.errors import ConfigError
+    from guidedrl.llm.testing import CorridorAdapter
+    from guidedrl.plugins import make_manager
+    from guidedrl_ace import Ace
+
+    ctx = RunContext(config=RunConfig(algo="ppo"), adapter=CorridorAdapter(), pm=make_manager(()), run_dir=tmp_path,
+                     device=torch.device("cpu"))
+    with pytest.raises(ConfigError, match="--algo sac"):
+        Ace().identify_critical_states(ctx, [episode([0.0, 1.0])])
