@@ -172,14 +172,16 @@ def test_ppo_advantages_and_returns_use_the_stored_bonus(tmp_path):
     assert d_ret[~done].max() > bonus * 1.5, "earlier steps see later bonuses through GAE"
 
 
-class CountingDQNBonus(ObsBonus):
+class SmallObsBonus(ObsBonus):
+    """ObsBonus at a hundredth of the scale (a real run trains on it)."""
+
     @hookimpl
     def shape_reward(self, batch):
         return super().shape_reward(batch) * 0.01
 
 
 def test_shape_reward_meets_each_transition_once_and_never_inside_an_update(tmp_path):
-    plugin = CountingDQNBonus()
+    plugin = SmallObsBonus()
     cfg = from_dict(
         {
             "env": "CartPole-v1", "algo": "dqn", "steps": 600, "seed": 0, "out": str(tmp_path / "run"), "preset": "none",
@@ -317,11 +319,17 @@ def test_prioritized_replay_from_config_updates_priorities_from_td_errors(tmp_pa
     before = buffer.weight[np.arange(256)].copy()
     np.testing.assert_allclose(before[before > 0], before[before > 0][0])  # all new: the same (max) priority
     with policy_within_training_step(algorithm.policy):
-        _, stats = None, algorithm.update(buffer=buffer, sample_size=32)
+        algorithm.update(buffer=buffer, sample_size=32)
     after = buffer.weight[np.arange(256)]
     assert (after != before).sum() >= 16, "the sampled transitions' priorities became their TD errors"
-    anneal_beta(buffer, ctx.config, 500)
-    assert buffer.buffers[0]._beta == pytest.approx(0.7) or buffer._beta == pytest.approx(0.7)
+    idx = buffer.sample_indices(0)
+    anneal_beta(buffer, ctx.config, 0)
+    w_start = np.asarray(buffer[idx].weight)
+    assert w_start.min() < w_start.max()  # unequal priorities: unequal importance weights
+    anneal_beta(buffer, ctx.config, 500)  # half-way: beta 0.7, a stronger correction
+    w_half = np.asarray(buffer[idx].weight)
+    assert not np.allclose(w_half, w_start, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(w_half, w_start ** (0.7 / 0.4), rtol=1e-5)  # (p / p_min) ** -beta, normalised
     ppo_cfg = from_dict({"env": "CartPole-v1", "algo": "ppo", "replay": {"prioritized": True}})
     assert not isinstance(make_replay_buffer(ppo_cfg, 64, 2), PrioritizedVectorReplayBuffer)  # on-policy: plain
 

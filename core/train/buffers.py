@@ -41,8 +41,14 @@ def anneal_beta(buffer: Any, config: RunConfig, env_steps: int) -> None:
     r = config.replay
     if not hasattr(buffer, "set_beta") or r.beta_anneal_steps <= 0:
         return
-    frac = min(1.0, env_steps / r.beta_anneal_steps)
-    buffer.set_beta(r.beta + frac * (r.beta_final - r.beta))
+    from tianshou.data import PrioritizedReplayBuffer
+
+    beta = r.beta + min(1.0, env_steps / r.beta_anneal_steps) * (r.beta_final - r.beta)
+    buffer.set_beta(beta)
+    if isinstance(buffer, PrioritizedReplayBuffer):
+        # Tianshou 2.0.1's PrioritizedVectorReplayBuffer.set_beta reaches only its sub-buffers, but a
+        # sampled batch's weights are computed with the vector buffer's own beta
+        PrioritizedReplayBuffer.set_beta(buffer, beta)
 
 
 class MixedReplayBuffer(ReplayBufferManager):

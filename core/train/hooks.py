@@ -346,9 +346,15 @@ def _trail(ctx: RunContext) -> dict[tuple[str, str], float]:
     return ctx.__dict__.setdefault("_guidedrl_hook_trail", {})
 
 
-def begin_update(ctx: RunContext) -> None:
-    """Forget what methods contributed to the previous update (call before each update)."""
-    _trail(ctx).clear()
+def begin_update(ctx: RunContext, *, keep_bonuses: bool = False) -> None:
+    """Forget what methods contributed to the previous update (call before each update).
+
+    ``keep_bonuses``: the bonuses stay in play, because the update learns from transitions whose
+    bonuses were stored earlier (the single-agent learner's bonus column, ``guidedrl.guidance``)."""
+    trail = _trail(ctx)
+    for key in list(trail):
+        if not (keep_bonuses and key[1] == "shape_reward"):
+            del trail[key]
 
 
 def check_losses(ctx: RunContext, losses: dict[str, Any]) -> None:

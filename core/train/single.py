@@ -1,5 +1,5 @@
-"""The single-agent learner: a Tianshou algorithm (``ALGORITHMS``: PPO, DQN, SAC, ...), its collectors and replay buffer,
-behind the one epoch loop (:mod:`guidedrl.train.loop`)."""
+"""The single-agent learner: a Tianshou algorithm (by name from ``ALGORITHMS``: PPO, DQN, SAC, ...), its
+collectors and replay buffer, behind the one epoch loop (:mod:`guidedrl.train.loop`)."""
 
 from __future__ import annotations
 
@@ -183,15 +183,17 @@ class TianshouLearner:
         apply_schedules(algorithm, ctx.config, env_steps)  # learning rate and clip range for this update
         anneal_beta(self.buffer, ctx.config, env_steps)  # prioritized replay's importance-sampling exponent
         with policy_within_training_step(algorithm.policy):
+            # bonuses were stored with the transitions (shape_rewards): they stay in check_losses' view
             if self.on_policy:
-                hooks.begin_update(ctx)
+                hooks.begin_update(ctx, keep_bonuses=True)
                 stats = algorithm.update(buffer=self.buffer, batch_size=c.batch_size, repeat=c.repeat)
                 hooks.check_losses(ctx, stats.get_loss_stats_dict())
                 self.collector.reset_buffer(keep_statistics=True)
+                hooks.begin_update(ctx)  # this rollout, and its bonuses, are gone
             else:
                 n_updates = max(1, round(c.updates_per_step * self._collected))
                 for _ in range(n_updates):
-                    hooks.begin_update(ctx)
+                    hooks.begin_update(ctx, keep_bonuses=True)
                     stats = algorithm.update(buffer=self.buffer, sample_size=c.batch_size)
                     hooks.check_losses(ctx, stats.get_loss_stats_dict())
         return {**loss_stats(stats), **algorithm.pop_guidance_stats()}
