@@ -432,3 +432,21 @@ def test_a_method_supplies_the_replay_buffer_and_episode_indices_reach_it(tmp_pa
     buf = plugin.buffer
     ends = np.nonzero(np.asarray(buf.policy.bonus) >= 5.0)[0]  # every slot (empty ones hold 0)
     assert len(ends) == plugin.checked and buf.done[ends].all()
+
+
+def test_mixed_buffer_set_priority_shapes_sampling_within_a_source():
+    from tianshou.data import Batch
+
+    from guidedrl.train.buffers import MixedReplayBuffer
+
+    buf = MixedReplayBuffer(20, 1, 10, ratio=1.0, alpha=1.0)
+    rows = Batch(obs=np.arange(4.0)[:, None], act=np.zeros(4, np.int64), rew=np.zeros(4),
+                 obs_next=np.arange(4.0)[:, None], terminated=np.zeros(4, bool), truncated=np.ones(4, bool))
+    idx = buf.add_second(rows)
+    buf.set_priority(idx, [1.0, 1.0, 1.0, 97.0])
+    assert buf.max_priority == pytest.approx(97.0)
+    np.random.seed(0)
+    drawn = buf.sample_indices(2000)
+    assert set(drawn) <= set(idx) and np.mean(drawn == idx[3]) > 0.9  # 97 / 100 of the mass
+    w = buf.weights(idx)
+    assert w[3] < w[0]  # the importance-sampling correction goes the other way

@@ -152,6 +152,11 @@ class MixedReplayBuffer(ReplayBufferManager):
         self._max_prio = max(self._max_prio, float(p.max()))
         self._min_prio = min(self._min_prio, float(p.min()))
 
+    @property
+    def max_priority(self) -> float:
+        """The largest priority (|TD error|) seen so far; new transitions start at it."""
+        return self._max_prio
+
     def second_len(self) -> int:
         """Transitions held by the second source."""
         return len(self.buffers[self.second_id])

@@ -65,7 +65,7 @@ def add_llm_transitions(ctx: RunContext, config: AceConfig, rows: list[dict[str,
     )
     weights = np.asarray([r["weight"] for r in rows], dtype=np.float64)
     indices = buffer.add_second(batch, weight=weights)
-    buffer.set_priority(indices, weights * buffer._max_prio)  # above the D_LLM mean, in proportion to w
+    buffer.set_priority(indices, weights * buffer.max_priority)  # new rows' priority, scaled by w
     ctx.counters[f"{METHOD}/llm_transitions"] += n
     return n
 
