@@ -34,6 +34,9 @@ class Ace:
     """ACE as a guidedrl method plugin. Its run state lives in ``ctx.state["ace"]``."""
 
     Config = AceConfig
+    requires = ("describe", "action_vocabulary", "simulate")
+    """What ACE needs of the env adapter (checked at start-up by the core's ``check_adapter`` where it
+    has one): states in words and JSON, a vocabulary to parse answers, a simulator for the actor."""
 
     def __init__(self, config: AceConfig | None = None) -> None:
         self.config = config if config is not None else AceConfig()
