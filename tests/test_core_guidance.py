@@ -427,7 +427,7 @@ def test_a_method_supplies_the_replay_buffer_and_episode_indices_reach_it(tmp_pa
         }
     )
     # with a shape_reward plugin too: its bonus is added to the late one, not written over it
-    train(cfg, extra_plugins={"own": plugin, "count": CountingDQNBonus()})
+    train(cfg, extra_plugins={"own": plugin, "count": SmallObsBonus()})
     assert plugin.checked > 0
     buf = plugin.buffer
     ends = np.nonzero(np.asarray(buf.policy.bonus) >= 5.0)[0]  # every slot (empty ones hold 0)
