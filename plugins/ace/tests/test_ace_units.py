@@ -73,3 +73,27 @@ def test_ace_needs_the_mixed_replay_of_an_off_policy_run(tmp_path):
                      device=torch.device("cpu"))
     with pytest.raises(ConfigError, match="--algo sac"):
         Ace().identify_critical_states(ctx, [episode([0.0, 1.0])])
+
+
+def test_state_dict_round_trip_restores_budgets_for_resume(tmp_path):
+    import torch
+
+    from guidedrl.config import RunConfig
+    from guidedrl.context import RunContext
+    from guidedrl.llm.testing import CorridorAdapter
+    from guidedrl.plugins import make_manager
+    from guidedrl_ace import Ace
+    from guidedrl_ace.state import state_of
+
+    ctx = RunContext(config=RunConfig(), adapter=CorridorAdapter(), pm=make_manager(()), run_dir=tmp_path,
+                     device=torch.device("cpu"))
+    first = Ace()
+    st = first._st(ctx)
+    st.actor_calls, st.critic_calls, st.exported = 7, 3, 5
+    saved = first.state_dict()
+    resumed, ctx2 = Ace(), RunContext(config=RunConfig(), adapter=CorridorAdapter(), pm=make_manager(()),
+                                      run_dir=tmp_path, device=torch.device("cpu"))
+    resumed.load_state_dict(saved)
+    assert resumed.state_dict() == saved  # before the run touches it
+    resumed._st(ctx2)
+    assert state_of(ctx2).state_dict() == {"actor_calls": 7, "critic_calls": 3, "exported": 5}
