@@ -20,7 +20,7 @@ class RunContext:
     """What a hook can see and use during a run.
 
     Attributes plugins read: ``config``, ``adapter``, ``llm`` (lazy), ``algorithm`` / ``policy``,
-    ``device``, ``env_steps``, ``rng``, ``demos``, ``critical_states``, ``state`` (a dict per
+    ``device``, ``replay``, ``env_steps``, ``rng``, ``demos``, ``critical_states``, ``state`` (a dict per
     plugin for anything else) and ``counters`` (numbers that end up in ``summary.json``).
     """
 
@@ -41,6 +41,9 @@ class RunContext:
         self.device = device
         self.logger = logger
         self.algorithm: Any = None
+        self.replay: Any = None
+        """The training replay buffer of an off-policy single-agent run (set when training starts;
+        ``None`` otherwise): what ``guidance.set_bonus`` writes to."""
         self.env_steps = 0
         self.rng = np.random.default_rng(config.seed)
         self.demos: list[Demonstrations] = []

@@ -38,6 +38,11 @@ class Episode:
     """Reset seed that reproduces the episode, when known."""
     agent: str | None = None
     """For multi-agent runs: the agent whose trajectory this is (``None``: single-agent)."""
+    indices: np.ndarray | None = None
+    """Where each step was written in the run's replay buffer (single-agent training episodes), e.g.
+    for :func:`guidedrl.guidance.set_bonus`; ``None`` where unknown. Off-policy buffers keep them until
+    they wrap around (check ``buffer.obs[indices]`` before writing); on-policy buffers are emptied after
+    every update, so there they go stale."""
 
     def __len__(self) -> int:
         return len(self.rew)

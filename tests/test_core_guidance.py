@@ -384,3 +384,69 @@ def test_discrete_sac_learns_cartpole(tmp_path):
     assert cfg.preset == "cartpole-v1-sac"
     result = train(cfg)
     assert result.summary["best_return"] >= 150, result.summary
+
+
+# -- a method's own replay buffer, and episodes that know where they were stored -------------------
+
+
+class OwnBufferAndLateBonus:
+    """Supplies the run's replay buffer and, on each finished episode, sets a bonus on its last step
+    through the episode's buffer indices (what ACE's critic does)."""
+
+    def __init__(self) -> None:
+        self.buffer = None
+        self.checked = 0
+
+    def replay_buffer(self, ctx, size, num_envs):
+        from guidedrl.train.buffers import MixedReplayBuffer
+
+        self.buffer = MixedReplayBuffer(size, num_envs, 64, ratio=0.0)
+        return self.buffer
+
+    @hookimpl
+    def identify_critical_states(self, ctx, episodes):
+        from guidedrl import guidance
+
+        assert ctx.replay is self.buffer
+        for ep in episodes:
+            assert ep.indices is not None and len(ep.indices) == len(ep)
+            np.testing.assert_array_equal(ctx.replay.obs[ep.indices], ep.obs)
+            np.testing.assert_array_equal(ctx.replay.act[ep.indices], ep.act)
+            guidance.set_bonus(ctx.replay, ep.indices[-1:], 5.0)
+            self.checked += 1
+        return None
+
+
+def test_a_method_supplies_the_replay_buffer_and_episode_indices_reach_it(tmp_path):
+    plugin = OwnBufferAndLateBonus()
+    cfg = from_dict(
+        {
+            "env": "CartPole-v1", "algo": "dqn", "steps": 400, "seed": 0, "out": str(tmp_path / "run"), "preset": "none",
+            "train": {"num_envs": 2, "num_test_envs": 1, "test_episodes": 1, "epoch_steps": 400, "checkpoint": False},
+            "dqn": {"start_steps": 50, "steps_per_collect": 16, "batch_size": 32, "buffer_size": 1000},
+        }
+    )
+    # with a shape_reward plugin too: its bonus is added to the late one, not written over it
+    train(cfg, extra_plugins={"own": plugin, "count": SmallObsBonus()})
+    assert plugin.checked > 0
+    buf = plugin.buffer
+    ends = np.nonzero(np.asarray(buf.policy.bonus) >= 5.0)[0]  # every slot (empty ones hold 0)
+    assert len(ends) == plugin.checked and buf.done[ends].all()
+
+
+def test_mixed_buffer_set_priority_shapes_sampling_within_a_source():
+    from tianshou.data import Batch
+
+    from guidedrl.train.buffers import MixedReplayBuffer
+
+    buf = MixedReplayBuffer(20, 1, 10, ratio=1.0, alpha=1.0)
+    rows = Batch(obs=np.arange(4.0)[:, None], act=np.zeros(4, np.int64), rew=np.zeros(4),
+                 obs_next=np.arange(4.0)[:, None], terminated=np.zeros(4, bool), truncated=np.ones(4, bool))
+    idx = buf.add_second(rows)
+    buf.set_priority(idx, [1.0, 1.0, 1.0, 97.0])
+    assert buf.max_priority == pytest.approx(97.0)
+    np.random.seed(0)
+    drawn = buf.sample_indices(2000)
+    assert set(drawn) <= set(idx) and np.mean(drawn == idx[3]) > 0.9  # 97 / 100 of the mass
+    w = buf.weights(idx)
+    assert w[3] < w[0]  # the importance-sampling correction goes the other way

@@ -141,6 +141,22 @@ class MixedReplayBuffer(ReplayBufferManager):
         indices = np.asarray(indices, dtype=np.int64)
         self._own_weight[indices] = np.broadcast_to(np.asarray(weight, dtype=np.float64), indices.shape)
 
+    def set_priority(self, indices: Any, priority: Any) -> None:
+        """Set the sampling priority of the transitions at ``indices`` (before ``alpha`` is applied, like
+        a TD error; e.g. ACE's reward-based importance). Without ``alpha`` sampling stays uniform."""
+        if self.alpha is None:
+            return
+        indices = np.asarray(indices, dtype=np.int64)
+        p = np.broadcast_to(np.abs(np.asarray(priority, dtype=np.float64)), indices.shape) + np.finfo(np.float32).eps
+        self._prio[indices] = p**self.alpha
+        self._max_prio = max(self._max_prio, float(p.max()))
+        self._min_prio = min(self._min_prio, float(p.min()))
+
+    @property
+    def max_priority(self) -> float:
+        """The largest priority (|TD error|) seen so far; new transitions start at it."""
+        return self._max_prio
+
     def second_len(self) -> int:
         """Transitions held by the second source."""
         return len(self.buffers[self.second_id])
@@ -160,7 +176,10 @@ class MixedReplayBuffer(ReplayBufferManager):
         if n == 0:
             return np.zeros(0, dtype=np.int64)
         before, mass = self._prio.reduce(0, lo) if lo else 0.0, self._prio.reduce(lo, hi)
-        idx = self._prio.get_prefix_sum_idx(before + np.random.rand(n) * mass)
+        total = self._prio.reduce()
+        # float rounding can put ``before + mass`` at (or past) the tree's total, which it rejects
+        value = np.minimum(before + np.random.rand(n) * mass, np.nextafter(total, 0.0))
+        idx = self._prio.get_prefix_sum_idx(value)
         return np.clip(np.asarray(idx, dtype=np.int64), lo, hi - 1)
 
     def sample(self, batch_size: int | None) -> tuple[Batch, np.ndarray]:

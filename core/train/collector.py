@@ -109,7 +109,9 @@ class GuidedCollector(Collector):
         bonus = hooks.shape_reward(self.ctx, self.buffer[indices])
         if bonus is None:
             return {}
-        guidance.set_bonus(self.buffer, indices, bonus)
+        # added to what is there: new transitions hold 0, unless a method already set a bonus on one
+        # in identify_critical_states (ACE's critic reassigns the last steps of a finished episode)
+        guidance.set_bonus(self.buffer, indices, guidance.bonus_of(self.buffer[indices]) + np.asarray(bonus))
         self.ctx.counters["shaped_transitions"] += len(indices)
         return {"guidance/bonus_mean": float(np.mean(bonus))}
 
@@ -121,13 +123,15 @@ class GuidedCollector(Collector):
         env_act = np.asarray(action_batch.act_normalized)
         for row, env_id in enumerate(np.asarray(self._ready_ids).tolist()):
             if env_id not in self._partial:
-                self._partial[env_id] = {"obs": [], "act": [], "rew": [], "obs_next": []}
+                self._partial[env_id] = {"obs": [], "act": [], "rew": [], "obs_next": [], "indices": []}
                 self._started_at[env_id] = self.ctx.env_steps + self._steps_seen
             part = self._partial[env_id]
             part["obs"].append(step.obs[row])
             part["act"].append(env_act[row])
             part["rew"].append(float(step.rew[row]))
             part["obs_next"].append(step.obs_next[row])
+            if self.buffer is not None and self._new:
+                part["indices"].append(int(self._new[-1][row]))  # where this step was written
             if step.done[row]:
                 del self._partial[env_id]
                 self.finished.append(
@@ -139,6 +143,9 @@ class GuidedCollector(Collector):
                         terminated=bool(step.terminated[row]),
                         env_id=env_id,
                         start_step=self._started_at.pop(env_id),
+                        indices=np.asarray(part["indices"], dtype=np.int64)
+                        if len(part["indices"]) == len(part["rew"])
+                        else None,
                     )
                 )
         self._steps_seen += len(self._ready_ids)

@@ -59,6 +59,18 @@ def loss_stats(stats: Any) -> dict[str, float]:
     return out
 
 
+def method_replay_buffer(ctx: RunContext, size: int, num_envs: int) -> ReplayBuffer | None:
+    """The replay buffer a method of the run supplies (off-policy runs): the first method, in the run's
+    order, whose plugin has ``replay_buffer(ctx, size, num_envs)`` returning one (ACE: a
+    :class:`~guidedrl.train.buffers.MixedReplayBuffer` with its LLM source); ``None``: the default."""
+    for name in ctx.methods:
+        make = getattr(ctx.pm.get_plugin(name), "replay_buffer", None)
+        buffer = make(ctx, size, num_envs) if callable(make) else None
+        if buffer is not None:
+            return buffer
+    return None
+
+
 class TianshouLearner:
     """A guided Tianshou algorithm with a :class:`GuidedCollector`, a plain test collector and a
     replay buffer (the on-policy rollout, or the off-policy replay saved with each checkpoint)."""
@@ -112,7 +124,10 @@ class TianshouLearner:
         n = cfg.train.num_envs
         self.train_envs = make_vector_env(self.ctx.adapter, n, cfg.train.vector, seed=cfg.seed)
         size = self.algo_cfg.steps_per_collect if self.on_policy else self.algo_cfg.buffer_size
-        self.buffer = make_replay_buffer(cfg, size, n)
+        self.buffer = method_replay_buffer(self.ctx, size, n) if not self.on_policy else None
+        if self.buffer is None:
+            self.buffer = make_replay_buffer(cfg, size, n)
+        self.ctx.replay = None if self.on_policy else self.buffer
         self.collector = GuidedCollector(
             self.algorithm, self.train_envs, self.buffer, exploration_noise=True, ctx=self.ctx, hook_set=self.hook_set
         )

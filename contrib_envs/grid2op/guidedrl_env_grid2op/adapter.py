@@ -112,7 +112,8 @@ class Grid2OpAdapter(EnvAdapter):
     # --- simulate -------------------------------------------------------------------------------------
     def simulate(self, state: Any, action: Any) -> dict[str, Any]:
         """One step of ``action`` from ``state`` through Grid2Op's ``obs.simulate`` (on the chronic's
-        forecast). Returns ``{"ok", "reward", "done", "max_rho", "overloaded_lines", "reason"}``;
+        forecast). Returns ``{"ok", "reward", "done", "max_rho", "overloaded_lines", "reason"}`` (and, when
+        ``ok``, ``obs_next``: the simulated next observation, the env's Box vector as a list);
         ``ok`` is false for an invalid or illegal action, a game over, or a state without a snapshot."""
         try:
             index = self.vocabulary.parse(action)
@@ -137,12 +138,19 @@ class Grid2OpAdapter(EnvAdapter):
         if done:
             return _sim_result(False, done=True, reason=f"game over: {detail or 'the grid collapsed'}")
         rho = np.asarray(sim_obs.rho)
-        return _sim_result(
+        out = _sim_result(
             True,
             reward=round(float(reward) / self.facts["n_line"], 4),
             max_rho=round(float(rho.max()), 4),
             overloaded_lines=[int(i) for i in np.nonzero(rho > 1.0)[0]],
         )
+        # the simulated next observation as the env's Box vector (ACE stores checked transitions)
+        if isinstance(state, dict):
+            step = int(state.get("step", 0))
+        else:
+            step = int(round(float(self.split(np.asarray(state, dtype=np.float32))["time"][2])))
+        out["obs_next"] = env.vector(sim_obs, step + 1).tolist()  # a list: results compare with ==
+        return out
 
     # --- describe -------------------------------------------------------------------------------------
     def split(self, obs: np.ndarray) -> dict[str, np.ndarray]:
