@@ -77,7 +77,9 @@ def test_dummy_plugin_hooks_all_fire_in_a_cartpole_run(dummy_installed, tmp_path
     # identify_critical_states: the last step of every finished episode
     assert counters["critical_states"] > 0
     train_episodes = rows[-1]["train/episodes"]  # cumulative: training episodes finished so far
-    assert counters["critical_states"] == train_episodes
+    # ... and of every episode cut at an epoch boundary (2048 steps, epochs of 1024: one boundary, 4 envs)
+    assert summary["epochs"] == 2
+    assert counters["critical_states"] == train_episodes + cfg["train"]["num_envs"]
     # shape_reward: every transition, once (after its collection)
     assert counters["dummy/shaped_transitions"] == summary["env_steps"]
     assert counters["shaped_transitions"] == summary["env_steps"]

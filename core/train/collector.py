@@ -156,8 +156,8 @@ class GuidedCollector(Collector):
         The runner calls this at every epoch boundary, so that a run resumed from that epoch's
         checkpoint continues from the same env states as the uninterrupted run (runner/seeding.py).
         In a replay buffer the cut episodes end as truncated (bootstrapped, like a time limit), so
-        n-step targets do not run on into the next episode; episodes in progress are not handed to
-        ``identify_critical_states``.
+        n-step targets do not run on into the next episode; the loop has handed the episodes in
+        progress to ``identify_critical_states`` already (:meth:`cut_running`).
         """
         if self.buffer is not None:
             self._truncate_open_episodes()
@@ -181,6 +181,24 @@ class GuidedCollector(Collector):
             # the buffer's running episode statistics restart too (Tianshou keeps them across
             # on-policy buffer resets; a resumed run starts them at zero)
             sub._ep_return, sub._ep_len, sub._ep_start_idx = 0.0, 0, sub._insertion_idx
+
+    def cut_running(self) -> list[Episode]:
+        """The episodes in progress, as trajectory chunks that end here (``terminated=False``), in env
+        order; they are forgotten (the loop restarts every env right after, ``restart_episodes``)."""
+        cut = []
+        for env_id in sorted(self._partial):
+            part = self._partial[env_id]
+            cut.append(
+                Episode(
+                    obs=np.stack(part["obs"]), act=np.stack(part["act"]), rew=np.asarray(part["rew"]),
+                    obs_next=np.stack(part["obs_next"]), terminated=False, env_id=env_id,
+                    start_step=self._started_at[env_id],
+                    indices=np.asarray(part["indices"], dtype=np.int64) if len(part["indices"]) == len(part["rew"]) else None,
+                )
+            )
+        self._partial.clear()
+        self._started_at.clear()
+        return cut
 
     def pop_finished(self) -> list[Episode]:
         """Episodes finished since the last call, oldest first."""

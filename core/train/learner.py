@@ -94,6 +94,12 @@ class Learner(Protocol):
         ``identify_critical_states``), oldest first; multi-agent: one per agent, ``Episode.agent`` set."""
         ...
 
+    def cut_episodes(self) -> list[Episode]:
+        """The training episodes in progress as trajectory chunks ending here (``terminated=False``),
+        before the loop restarts them at an epoch boundary (assembled only when some plugin implements
+        ``identify_critical_states``)."""
+        ...
+
     def shape_rewards(self) -> dict[str, float]:
         """``shape_reward`` on the transitions collected since the last call (each transition meets it
         once); returns stats."""

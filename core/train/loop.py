@@ -131,6 +131,12 @@ def run_epochs(ctx: RunContext, learner: Learner, recorder: RunRecorder, *, resu
         update_stats = {**learner.update(env_steps), **shaping}
         state["online_s"] += time.perf_counter() - t_online
         if env_steps >= next_eval or env_steps >= cfg.steps:
+            if hook_set.critical_states and env_steps < cfg.steps:
+                # The episodes in progress are restarted below; what they hold so far is handed on as
+                # trajectory chunks, before the checkpoint, so a resumed run has seen the same.
+                cut = learner.cut_episodes()
+                if cut:
+                    hooks.identify_critical_states(ctx, cut)
             epoch += 1
             next_eval = env_steps + tc.epoch_steps
             result = evaluate()

@@ -173,6 +173,9 @@ class TianshouLearner:
     def pop_finished(self) -> list[Any]:
         return self.collector.pop_finished()
 
+    def cut_episodes(self) -> list[Any]:
+        return self.collector.cut_running()
+
     def shape_rewards(self) -> dict[str, float]:
         """``shape_reward`` once on everything collected since the last call; each bonus is stored with
         its transition (``guidedrl.guidance``'s bonus column), so every later target uses it."""

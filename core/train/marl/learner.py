@@ -289,9 +289,28 @@ class MultiAgentCollector(GuidedCollector):
                 self.finished.extend(ep for _, ep in closed)
         self._steps_seen += len(ids) // env.n_agents
 
+    def cut_running(self) -> list[Episode]:
+        """The env episodes in progress as per-agent trajectory chunks that end here
+        (``terminated=False``; agents that already left keep their own end), env by env in agent
+        order; forgotten afterwards (the loop restarts every env right after)."""
+        env = self.env
+        by_env: dict[int, list[tuple[int, Episode]]] = {e: list(v) for e, v in self._left.items()}
+        for (e, i), part in self._partial_ma.items():
+            shape = self._obs_shapes[i]
+            size, t = int(np.prod(shape)), len(part["rew"])
+            by_env.setdefault(e, []).append((i, Episode(
+                obs=np.stack(part["obs"])[:, :size].reshape(t, *shape), act=np.asarray(part["act"], dtype=np.int64),
+                rew=np.asarray(part["rew"], dtype=np.float64), obs_next=np.stack(part["obs_next"])[:, :size].reshape(t, *shape),
+                terminated=False, env_id=e, start_step=part["start"], agent=env.agents[i],
+            )))
+        self._partial_ma.clear()
+        self._left.clear()
+        return [ep for e in sorted(by_env) for _, ep in sorted(by_env[e], key=lambda item: item[0])]
+
     def restart_episodes(self, seeds: list[int]) -> None:
-        """End the episodes in progress and reset every env with ``seeds`` (one per env); episodes cut
-        here are not passed to ``identify_critical_states`` and do not count as finished."""
+        """End the episodes in progress and reset every env with ``seeds`` (one per env); the loop has
+        handed the episodes in progress to ``identify_critical_states`` already (:meth:`cut_running`);
+        they do not count as finished."""
         self.env.seed(seeds)
         self.reset_env()
         self.env.pop_finished()
@@ -517,6 +536,10 @@ class MultiAgentLearner:
     def pop_finished(self) -> list[Episode]:
         assert self.collector is not None
         return self.collector.pop_finished()
+
+    def cut_episodes(self) -> list[Episode]:
+        assert self.collector is not None
+        return self.collector.cut_running()
 
     def shape_rewards(self) -> dict[str, float]:
         """``shape_reward`` per agent on the collected transitions (its own rows, time-major over envs);
