@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -16,6 +17,21 @@ from guidedrl.errors import AdapterError
 
 class InvalidAction(ValueError):
     """An LLM's answer does not name a legal action. The message says why (it is fed back to the LLM)."""
+
+
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxstring = _EXCERPT.maxother = 60
+_EXCERPT.maxlist = _EXCERPT.maxtuple = _EXCERPT.maxdict = 4
+_EXCERPT.maxlevel = 2
+
+
+def excerpt(value: Any) -> str:
+    """A bounded excerpt of an LLM's answer (or a piece of it) for an :class:`InvalidAction` reason:
+    never the whole of a huge or deeply nested value, never an exception from a hostile ``__repr__``."""
+    try:
+        return _EXCERPT.repr(value)
+    except Exception:  # noqa: BLE001 - a hostile object's __repr__ may raise anything
+        return f"<{type(value).__name__}>"
 
 
 class MissingAdapterError(AdapterError, RuntimeError):

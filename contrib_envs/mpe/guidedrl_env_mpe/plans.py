@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import math
 import re
-import reprlib
 from typing import Any
 
-from guidedrl.envs import InvalidAction, PlanStep
+from guidedrl.envs import InvalidAction, PlanStep, excerpt
 
 from guidedrl_env_mpe.expert import move_toward
 
@@ -24,18 +23,9 @@ _COMMANDS = {"moveto", "move_to", "move to", "move", "goto", "go_to", "go to"}
 _LANDMARK = re.compile(r"\s*(?:landmark|lm|l)?[\s_#:]*(\d{1,6})\s*", re.IGNORECASE)
 _AGENT = re.compile(r"\s*(?:agent|a)?[\s_#:]*(\d{1,6})\s*", re.IGNORECASE)
 _MAX_TEXT = 64
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 60
-_short.maxlist = _short.maxtuple = _short.maxdict = 4
-_short.maxlevel = 2
 
 
-def show(item: Any) -> str:
-    """A bounded excerpt of an answer item for a reason."""
-    try:
-        return _short.repr(item)
-    except Exception:  # noqa: BLE001 - a hostile object's __repr__ may raise anything
-        return f"<{type(item).__name__}>"
+show = excerpt  # a bounded excerpt of an answer item for a reason
 
 
 def _index(value: Any, pattern: re.Pattern[str], n: int, what: str) -> int:

@@ -15,7 +15,7 @@ agents ``Agent_3``, ``agent_3``, ``vehicle_3`` or ``3``.
   join up (non-adjacent) with a reason. It is stateless: each call finds every vehicle's place on its
   route from the state, so it is called again every step with the new state.
 
-Nothing here evaluates or formats the raw answer beyond a bounded ``reprlib`` excerpt: hostile input
+Nothing here evaluates or formats the raw answer beyond a bounded excerpt (``guidedrl.envs.excerpt``): hostile input
 (garbage strings, deep nesting, huge lists or numbers) is rejected, never crashes.
 """
 
@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import math
 import re
-import reprlib
 from typing import Any, NamedTuple
 
-from guidedrl.envs import InvalidAction, PlanStep
+from guidedrl.envs import InvalidAction, PlanStep, excerpt
 
 
 COMMAND = "MoveTo"
@@ -34,18 +33,9 @@ _COMMANDS = {"moveto", "move_to", "move to", "move", "goto", "go_to", "go to", "
 _NODE = re.compile(r"\s*(?:intersection|node|inter|i|n)?[\s_#:]*(\d{1,6})\s*", re.IGNORECASE)
 _AGENT = re.compile(r"\s*(?:agent|vehicle|car|veh|a|v)?[\s_#:]*(\d{1,6})\s*", re.IGNORECASE)
 _MAX_TEXT = 64
-_short = reprlib.Repr()
-_short.maxstring = _short.maxother = 60
-_short.maxlist = _short.maxtuple = _short.maxdict = 4
-_short.maxlevel = 2
 
 
-def show(item: Any) -> str:
-    """A bounded excerpt of an answer item for a reason (never the whole of a huge or deep value)."""
-    try:
-        return _short.repr(item)
-    except Exception:  # noqa: BLE001 - a hostile object's __repr__ may raise anything
-        return f"<{type(item).__name__}>"
+show = excerpt  # a bounded excerpt of an answer item for a reason
 
 
 def node_name(k: int) -> str:
