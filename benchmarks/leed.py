@@ -130,12 +130,19 @@ def main() -> None:
     ap.add_argument("--reduced", action="store_true", help="traffic N = 4, 8, 16; 2 seeds; 8,192 steps (~15 min)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--runs", type=Path, default=Path("/tmp/guidedrl-leed-bench"))
+    ap.add_argument("--grid", default=None, help="cells to run instead, e.g. traffic:32,mpe:3,mpe:6 (with --reduced: its seeds/steps)")
     args = ap.parse_args()
     if args.reduced:
         grid, seeds, steps, test_eps = [("traffic", n) for n in (4, 8, 16)], [0, 1], 8192, 4
     else:
         grid = [("traffic", n) for n in (4, 8, 16, 32)] + [("mpe", n) for n in (3, 6, 9)]
         seeds, steps, test_eps = [0, 1, 2], 40_960, 8
+    if args.grid:
+        cells = [c.strip().split(":") for c in args.grid.split(",") if c.strip()]
+        bad = [":".join(c) for c in cells if len(c) != 2 or c[0] not in ("traffic", "mpe") or not c[1].isdigit()]
+        if bad:
+            ap.error(f"--grid cells are family:N with family traffic or mpe, got {bad}")
+        grid = [(f, int(n)) for f, n in cells]
     t0 = time.time()
     results: dict = {"settings": {"reduced": args.reduced, "seeds": seeds, "steps": steps, "test_episodes": test_eps,
                                   "grid": [f"{f}:{n}" for f, n in grid], "arms": list(ARMS),

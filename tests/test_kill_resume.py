@@ -51,11 +51,13 @@ CASES = {
         ["random"] * 4 + ["buffer"] * 3 + ["final"],
     ),
     "multiagent": (
-        ["--env", "factory:human-machine-v0", "--steps", "768", "--set", "env_kwargs.horizon=16",
+        # long enough that a resumed segment outlasts a random kill's delay (up to 1 s): the multi-agent
+        # learner on Tianshou runs a 768-step segment in well under a second on a quiet machine
+        ["--env", "factory:human-machine-v0", "--steps", "3072", "--set", "env_kwargs.horizon=16",
          "--set", "train.num_envs=2", "--set", "train.num_test_envs=1", "--set", "train.test_episodes=1",
          "--set", "train.epoch_steps=256", "--set", "marl.steps_per_collect=128", "--set", "marl.batch_size=64",
          "--set", "marl.repeat=1"],
-        768,
+        3072,
         ["random"] * 5 + ["final"] * 2,
     ),
 }

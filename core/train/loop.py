@@ -105,10 +105,10 @@ def run_epochs(ctx: RunContext, learner: Learner, recorder: RunRecorder, *, resu
         if env_steps < cfg.steps and not state["stopped_early"]:
             # the uninterrupted run restarted its episodes right after this checkpoint (seeding.py)
             learner.restart_episodes(seeding.episode_seeds(cfg.seed, env_steps, learner.n_train_envs()))
+    next_eval = env_steps + tc.epoch_steps  # off-policy warm-up steps count toward the first epoch
     if env_steps == 0:
         env_steps += learner.warmup()
         ctx.env_steps = env_steps
-    next_eval = env_steps + tc.epoch_steps
     train_returns: list[float] = []
     train_metrics: list[dict[str, float]] = []
     update_stats: dict[str, float] = {}
