@@ -102,8 +102,10 @@ def run_epochs(ctx: RunContext, learner: Learner, recorder: RunRecorder, *, resu
     if checkpoint is not None:
         if "rng" in checkpoint:
             seeding.restore_rng_state(ctx, checkpoint["rng"])
-        if env_steps < cfg.steps and not state["stopped_early"]:
-            # the uninterrupted run restarted its episodes right after this checkpoint (seeding.py)
+        if 0 < env_steps < cfg.steps and not state["stopped_early"]:
+            # the uninterrupted run restarted its episodes right after this checkpoint (seeding.py);
+            # after the step-0 checkpoint (demonstrations) it went on from the envs' first reset,
+            # which start() has just repeated
             learner.restart_episodes(seeding.episode_seeds(cfg.seed, env_steps, learner.n_train_envs()))
     next_eval = env_steps + tc.epoch_steps  # off-policy warm-up steps count toward the first epoch
     if env_steps == 0:
