@@ -34,6 +34,21 @@ def excerpt(value: Any) -> str:
         return f"<{type(value).__name__}>"
 
 
+def instruction_fields(item: Any) -> dict[str, Any]:
+    """An instruction item ``[Command, Parameter, AgentID]`` (or the object form with those keys) as
+    ``{"command", "parameter", "agent"}``, unchecked values; :class:`InvalidAction` for any other shape."""
+    if isinstance(item, (list, tuple)):
+        if len(item) != 3:
+            raise InvalidAction(f"an item must be [Command, Parameter, AgentID], got {len(item)} elements: {excerpt(item)}")
+        item = {"command": item[0], "parameter": item[1], "agent": item[2]}
+    if not isinstance(item, dict):
+        raise InvalidAction(f"an item must be [Command, Parameter, AgentID] or an object, got {excerpt(item)}")
+    missing = [k for k in ("command", "parameter", "agent") if k not in item]
+    if missing:
+        raise InvalidAction(f"item lacks {', '.join(missing)}: {excerpt(item)}")
+    return item
+
+
 class MissingAdapterError(AdapterError, RuntimeError):
     """A method needs text about the env, but the env has no guidedrl adapter (or its adapter has no
     ``describe``). A :class:`~guidedrl.errors.GuidedRLError`: the CLI prints it as one sentence."""

@@ -25,7 +25,7 @@ import math
 import re
 from typing import Any, NamedTuple
 
-from guidedrl.envs import InvalidAction, PlanStep, excerpt
+from guidedrl.envs import InvalidAction, PlanStep, excerpt, instruction_fields
 
 
 COMMAND = "MoveTo"
@@ -74,15 +74,7 @@ def parse_agent(value: Any, agents: list[str]) -> str:
 
 def parse_item(item: Any, agents: list[str], n_nodes: int) -> dict[str, Any]:
     """One normalised item ``{"command": "MoveTo", "parameter": <int>, "agent": "agent_3"}``."""
-    if isinstance(item, (list, tuple)):
-        if len(item) != 3:
-            raise InvalidAction(f"an item must be [Command, Parameter, AgentID], got {len(item)} elements: {show(item)}")
-        item = {"command": item[0], "parameter": item[1], "agent": item[2]}
-    if not isinstance(item, dict):
-        raise InvalidAction(f"an item must be [Command, Parameter, AgentID] or an object, got {show(item)}")
-    missing = [k for k in ("command", "parameter", "agent") if k not in item]
-    if missing:
-        raise InvalidAction(f"item lacks {', '.join(missing)}: {show(item)}")
+    item = instruction_fields(item)
     command = item["command"]
     if not (isinstance(command, str) and len(command) <= _MAX_TEXT and command.strip().lower() in _COMMANDS):
         raise InvalidAction(f"unknown command {show(command)}; the only command is {COMMAND}")
