@@ -162,6 +162,7 @@ def main() -> None:
     lcil_steps = 10_240
     demo_eps = 5 if args.quick else 10
     ft_steps = 5_120
+    target_demo_eps = 5
     test_eps = 8
     out = Path(args.out)
     runs = out / "runs"
@@ -203,11 +204,17 @@ def main() -> None:
                 specs.append({"kind": "train", "cfg": base_config(
                     env, seed=s, steps=ft_steps, out=runs / f"ft_{method}_{dom}_{s}", extra={"train": {"init_from": src}})})
                 keys.append(("finetune", method, dom, s))
+                if method == "lcil":  # phase 3: LLM demonstrations on the target floor, then the same fine-tune
+                    specs.append({"kind": "train", "cfg": base_config(
+                        env, seed=s, steps=ft_steps, out=runs / f"ft3_{method}_{dom}_{s}", methods=["lcil"],
+                        extra={"train": {"init_from": src}, "lcil": {"episodes": target_demo_eps}})})
+                    keys.append(("finetune_demos", method, dom, s))
     results.update(dict(zip(keys, par(delayed(job)(sp) for sp in specs), strict=True)))
     wall = time.time() - t_start
     report(results, seeds=seeds, domains=domains, transfer_to=transfer_to, out=out, wall=wall,
            budgets={"ppo_steps": ppo_steps, "lcil_steps": lcil_steps, "demo_episodes": demo_eps,
-                    "finetune_steps": ft_steps, "test_episodes": test_eps, "quick": args.quick})
+                    "finetune_steps": ft_steps, "test_episodes": test_eps, "quick": args.quick,
+                    "target_demo_episodes": target_demo_eps})
 
 
 def _ms(xs: list[float]) -> str:
@@ -273,18 +280,43 @@ def report(results: dict, *, seeds, domains, transfer_to, out: Path, wall: float
         "| target | policy from | zero-shot completion % | % of expert's completion | after fine-tune % | % of expert's | expert % | random % |",
         "|---|---|---|---|---|---|---|---|",
     ]
+
+    def completion(key: tuple) -> float:
+        return 100 * results[key]["summary"].get("final_task_completion", float("nan"))
+
     for dom in transfer_to:
         ec = [100 * results[("expert", dom, s)]["task_completion"] for s in seeds]
         rc = [100 * results[("random", dom, s)]["task_completion"] for s in seeds]
         for method in ("lcil", "ppo"):
             zs = [100 * results[("zero_shot", method, dom, s)]["task_completion"] for s in seeds]
-            ft = [100 * results[("finetune", method, dom, s)]["summary"].get("final_task_completion", float("nan")) for s in seeds]
+            ft = [completion(("finetune", method, dom, s)) for s in seeds]
             table["transfer"][f"{method}->{dom}"] = {"zero_shot": zs, "finetune": ft, "expert": ec, "random": rc}
             lines.append(
                 f"| {dom} | {'LCIL' if method == 'lcil' else 'MAPPO'} (human-machine) | {_ms(zs)} | "
                 f"{_ms([100 * a / b for a, b in zip(zs, ec, strict=True)])} | {_ms(ft)} | "
                 f"{_ms([100 * a / b for a, b in zip(ft, ec, strict=True)])} | {_ms(ec)} | {_ms(rc)} |"
             )
+    phase3 = [dom for dom in transfer_to if all(("finetune_demos", "lcil", dom, s) in results for s in seeds)]
+    if phase3:
+        lines += [
+            "",
+            "### Phase 3 on the target floor: LLM demonstrations there, then the same fine-tune",
+            "",
+            f"From the LCIL human-machine policy: {budgets.get('target_demo_episodes', '?')} LLM-coordinated "
+            f"demonstration episodes on the target floor (behaviour cloning), then {budgets['finetune_steps']} "
+            "MAPPO steps there (the paper's third phase).",
+            "",
+            "| target | task completion % | % of expert's | LLM calls | expert % |",
+            "|---|---|---|---|---|",
+        ]
+        for dom in phase3:
+            ec = [100 * results[("expert", dom, s)]["task_completion"] for s in seeds]
+            p3 = [completion(("finetune_demos", "lcil", dom, s)) for s in seeds]
+            calls = [results[("finetune_demos", "lcil", dom, s)]["summary"].get("llm_calls", 0) for s in seeds]
+            table["transfer"][f"lcil->{dom}"]["finetune_with_target_demos"] = p3
+            lines.append(f"| {dom} | {_ms(p3)} | {_ms([100 * a / b for a, b in zip(p3, ec, strict=True)])} | "
+                         f"{_ms(calls)} | {_ms(ec)} |")
+    long_lines = _long_baseline(results, table, seeds=seeds, domains=domains, budgets=budgets)
     ppo_t = [x for d in domains for x in table["domains"][d]["methods"]["ppo"]["online_s_to_66"]]
     lcil_t = [x for d in domains for x in table["domains"][d]["methods"]["lcil"]["online_s_to_66"]]
     ppo_e = [x for d in domains for x in table["domains"][d]["methods"]["ppo"]["episodes_to_66"]]
@@ -303,17 +335,71 @@ def report(results: dict, *, seeds, domains, transfer_to, out: Path, wall: float
                      f"{100 * (np.mean(lcil_e) + budgets['demo_episodes']) / max(np.mean(ppo_e), 1):.0f}% |")
     zs_all = [x for k, v in table["transfer"].items() if k.startswith("lcil") for x in v["zero_shot"]]
     ft_all = [x for k, v in table["transfer"].items() if k.startswith("lcil") for x in v["finetune"]]
+    p3_all = [x for k, v in table["transfer"].items() if k.startswith("lcil") for x in v.get("finetune_with_target_demos", [])]
     ec_all = [x for k, v in table["transfer"].items() if k.startswith("lcil") for x in v["expert"]]
     lines.append(f"| zero-shot cross-domain task completion | {PAPER['zero_shot_completion']} | {np.mean(zs_all):.0f}% "
                  f"({100 * np.mean(zs_all) / np.mean(ec_all):.0f}% of the expert's) |")
     lines.append(f"| after minimal fine-tuning | {PAPER['after_finetune']} | {np.mean(ft_all):.0f}% completion "
-                 f"({100 * np.mean(ft_all) / np.mean(ec_all):.0f}% of the expert's) |")
+                 f"({100 * np.mean(ft_all) / np.mean(ec_all):.0f}% of the expert's)"
+                 + (f"; with LLM demonstrations on the target first: {np.mean(p3_all):.0f}% "
+                    f"({100 * np.mean(p3_all) / np.mean(ec_all):.0f}% of the expert's)" if p3_all else "") + " |")
+    lines += long_lines
     lines += ["", "![curves](curves.png)", ""]
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(table, indent=2, default=float))
     (out / "README.md").write_text("\n".join(lines) + "\n")
     plot(results, seeds=seeds, domains=domains, out=out)
     print("\n".join(lines))
+
+
+def _long_baseline(results: dict, table: dict, *, seeds, domains, budgets: dict) -> list[str]:
+    """The MAPPO-until-66% runs (``benchmarks/lcil_long_baseline.toml``), when there are any: the
+    actual ratios of LCIL's online time and episodes to MAPPO's, or the bound MAPPO's cap gives."""
+    keys = [k for k in results if k[0] == "ppo_long"]
+    if not keys:
+        return []
+    lines = [
+        "",
+        "## MAPPO from scratch until 66% of the expert (cap: "
+        f"{budgets.get('long_cap', 2_000_000):,} joint steps)",
+        "",
+        "LCIL's episodes include its demonstration episodes (online + demonstrations). Ratio = LCIL / MAPPO.",
+        "",
+        "| domain | seed | MAPPO steps to 66% | MAPPO episodes | MAPPO online s | LCIL episodes (online + demo) | "
+        "LCIL online s | episodes ratio | online time ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    table["long_baseline"] = {}
+    for _, dom, s in sorted(keys):
+        exp = results[("expert", dom, s)]["return"] if ("expert", dom, s) in results else None
+        r = results[("ppo_long", dom, s)]
+        hit = reach(r["rows"], TARGET * exp) if exp is not None else {}
+        lcil = results.get(("lcil", dom, s))
+        lhit = reach(lcil["rows"], TARGET * exp) if lcil and exp is not None else {}
+        demo = budgets["demo_episodes"]
+        entry = {"mappo": hit, "mappo_steps_run": r["summary"]["env_steps"], "lcil": lhit}
+        if hit:
+            m = f"{hit['steps']:,} | {hit['episodes']} | {hit['online_s']:.0f}"
+        else:
+            cut = " — cut for time before the cap" if r["summary"].get("status") == "stopped" else ""
+            m = (f"not reached in {r['summary']['env_steps']:,}{cut} (best "
+                 f"{100 * r['summary']['best_return'] / exp:.0f}% of expert) | ≥ {r['summary'].get('episodes', 0)} | "
+                 f"≥ {r['summary'].get('online_s', 0):.0f}")
+        if lhit:
+            l_eps = lhit["episodes"] + demo
+            lcil_cols = f"{lhit['episodes']} + {demo} | {lhit['online_s']:.1f}"
+            denom_e = hit["episodes"] if hit else r["summary"].get("episodes", 0)
+            denom_t = hit["online_s"] if hit else r["summary"].get("online_s", 0.0)
+            bound = "" if hit else "≤ "
+            ratios = (f"{bound}{100 * l_eps / max(denom_e, 1):.1f}% | "
+                      f"{bound}{100 * lhit['online_s'] / max(denom_t, 1e-9):.1f}%")
+            entry["ratios"] = {"episodes": l_eps / max(denom_e, 1), "online_s": lhit["online_s"] / max(denom_t, 1e-9),
+                               "bound": not hit}
+        else:
+            lcil_cols, ratios = "not reached | n/a", "n/a | n/a"
+        table["long_baseline"][f"{dom}/{s}"] = entry
+        lines.append(f"| {dom} | {s} | {m} | {lcil_cols} | {ratios} |")
+    return lines
 
 
 def plot(results: dict, *, seeds, domains, out: Path) -> None:

@@ -5,7 +5,8 @@
 Reads the two sweeps' run directories, adds what is not training (the expert coordinator's and a
 random policy's returns on the same test episodes, zero-shot evaluation of the human-machine
 policies on the other floors) and writes the same ``README.md``, ``results.json`` and
-``curves.png`` as ``benchmarks/lcil.py``, into SWEEP_DIR.
+``curves.png`` as ``benchmarks/lcil.py``, into SWEEP_DIR. With a ``long/`` sweep beside them
+(``benchmarks/lcil_long_baseline.toml``: MAPPO until 66% of the expert) it adds the actual ratios.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ def _load(sweep_dir: Path) -> tuple[dict, dict]:
     return record, load(sweep_dir / "sweep.toml")
 
 
+def _summary_of(run_dir: Path, rows: list[dict]) -> dict:
+    """The run's summary, or (a run stopped before it finished: the long baseline may be cut at a
+    time limit) what its metric rows say so far."""
+    if (run_dir / "summary.json").exists():
+        return json.loads((run_dir / "summary.json").read_text())
+    tests = [r["test/return"] for r in rows if r.get("test/return") is not None]
+    last = rows[-1]
+    return {"status": "stopped", "env_steps": last["env_steps"], "best_return": max(tests, default=float("nan")),
+            "final_return": tests[-1] if tests else float("nan"), "episodes": last.get("train/episodes", 0),
+            "online_s": last.get("time/online_s", 0.0)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dir", type=Path)
@@ -55,11 +68,28 @@ def main() -> None:
                                              "rows": read_metrics(run_dir), "run_dir": run_dir}
         seeds.add(t["seed"])
         domains += [dom] if dom not in domains else []
+    target_demos = None
     for t in transfer["trials"]:
         method = "lcil" if "lcil__" in t["settings"]["train.init_from"] else "ppo"
         dom = _domain(t["settings"]["env"])
-        results[("finetune", method, dom, t["seed"])] = {"summary": json.loads((Path(t["run_dir"]) / "summary.json").read_text())}
+        stage = "finetune"
+        if "lcil" in t["settings"].get("methods", []):  # phase 3: LLM demonstrations on the target floor first
+            stage, target_demos = "finetune_demos", t["settings"].get("lcil.episodes")
+        results[(stage, method, dom, t["seed"])] = {"summary": json.loads((Path(t["run_dir"]) / "summary.json").read_text())}
         transfer_to += [dom] if dom not in transfer_to else []
+    long_cap = None
+    long_dir = args.sweep_dir / "long"  # MAPPO until 66% (lcil_long_baseline.toml); its trials may be cut for time
+    if (long_dir / "sweep.toml").exists():
+        from guidedrl.config import load
+
+        long_cap = load(long_dir / "sweep.toml").get("steps")
+        for run_dir in sorted((long_dir / "runs").glob("*")):
+            rows = read_metrics(run_dir) if (run_dir / "config.toml").exists() else []
+            if not rows:
+                continue
+            cfg = load(run_dir / "config.toml")
+            results[("ppo_long", _domain(cfg["env"]), cfg["seed"])] = {
+                "summary": _summary_of(run_dir, rows), "rows": rows, "run_dir": str(run_dir)}
     seeds = sorted(seeds)
     eps = args.test_episodes
     for dom in domains + transfer_to:
@@ -80,6 +110,8 @@ def main() -> None:
         "finetune_steps": max(v["summary"]["env_steps"] for k, v in results.items() if k[0] == "finetune"),
         "test_episodes": eps,
         "quick": False,
+        "target_demo_episodes": target_demos,
+        "long_cap": long_cap,
     }
     wall = train["wall_s"] + transfer["wall_s"] + (time.time() - t0)
     bench.report(results, seeds=seeds, domains=domains, transfer_to=transfer_to, out=args.sweep_dir, wall=wall,

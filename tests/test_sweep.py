@@ -346,3 +346,15 @@ def test_every_benchmark_sweep_expands_into_valid_runs(path, tmp_path):
     assert trials and len({t.id for t in trials}) == len(trials)
     for t in trials:
         assert "{seed}" not in json.dumps(t.config) and "{sweep}" not in json.dumps(t.config)
+
+
+@pytest.mark.parametrize(("stage", "source"), [("lcil_transfer.toml", "lcil.toml"),
+                                               ("ultra_pong_error_rate.toml", "ultra_pong_pretrain.toml")])
+def test_a_second_stage_sweep_starts_from_runs_its_first_stage_makes(stage, source, tmp_path):
+    """``train.init_from = "{sweep}/../<dir>/runs/<trial>"`` must name a trial the first sweep really
+    writes (a renamed arm or grid key would otherwise fail only after the first stage's hours)."""
+    bench = Path(__file__).parents[1] / "benchmarks"
+    made = {t.id for t in expand(load_sweep(bench / source), tmp_path / "first")}
+    wanted = {Path(t.config["train"]["init_from"]) for t in expand(load_sweep(bench / stage), tmp_path / "second")}
+    assert {w.parent.name for w in wanted} == {"runs"}, wanted
+    assert {w.name for w in wanted} <= made, sorted({w.name for w in wanted} - made)
