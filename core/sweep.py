@@ -366,7 +366,17 @@ def run_trial(config_path: str, resume: bool, log_path: str) -> dict[str, Any]:
         except Exception as exc:  # a bug or a broken env: reported with the trial, the sweep goes on
             rc, error = 1, f"{type(exc).__name__}: {exc}"
             log.write(traceback.format_exc())
-    return {"rc": rc, "wall_s": round(time.perf_counter() - t0, 2), "host": platform.node(), "error": error[:500]}
+    return {"rc": rc, "wall_s": round(time.perf_counter() - t0, 2), "host": platform.node(), "node": _ray_node(),
+            "error": error[:500]}
+
+
+def _ray_node() -> str:
+    """The Ray node id this trial ran on ("" outside Ray): which machine of a cluster, even when two
+    nodes share a host name."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return ""
+    return ray.get_runtime_context().get_node_id()
 
 
 @attrs.define
@@ -379,6 +389,8 @@ class Outcome:
     rc: int | None = None
     wall_s: float = 0.0
     host: str = ""
+    node: str = ""
+    """Ray node id ("" on the local backend)."""
     error: str = ""
 
 
@@ -389,7 +401,8 @@ def _outcome(trial: Trial, state: str, result: dict[str, Any]) -> Outcome:
     if not ok and not error:
         error = f"exit code {result['rc']}, no finished summary.json"
     return Outcome(trial=trial, status="finished" if ok else "failed", state=state, rc=result["rc"],
-                   wall_s=result["wall_s"], host=result.get("host", ""), error="" if ok else error)
+                   wall_s=result["wall_s"], host=result.get("host", ""), node=result.get("node", ""),
+                   error="" if ok else error)
 
 
 class _Progress:
@@ -574,7 +587,8 @@ def run_sweep(
         "counts": {s: sum(o.status == s for o in outcomes) for s in ("finished", "skipped", "failed")},
         "trials": [
             {"id": o.trial.id, "status": o.status, "state": o.state, "seed": o.trial.seed, "settings": o.trial.settings,
-             "run_dir": o.trial.config["out"], "rc": o.rc, "wall_s": o.wall_s, "host": o.host, "error": o.error,
+             "run_dir": o.trial.config["out"], "rc": o.rc, "wall_s": o.wall_s, "host": o.host, "node": o.node,
+             "error": o.error,
              "log": str(out / "logs" / f"{o.trial.id}.log")}
             for o in outcomes
         ],
