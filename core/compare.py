@@ -114,13 +114,29 @@ class Group:
     runs: list[dict[str, Any]]
 
 
+def _seed_copies(flats: list[dict[str, Any]], seeds: list[Any]) -> set[str]:
+    """Settings that are each run's seed again (a sweep's ``llm.options.seed = "{seed}"``): they vary
+    with the seed, so they must not split runs that differ only in seed into groups."""
+    keys = set().union(*[set(f) for f in flats]) if flats else set()
+    copies = set()
+    for key in keys:
+        pairs = [(f[key], seed) for f, seed in zip(flats, seeds, strict=True) if key in f]
+        if len({json.dumps(v, default=str) for v, _ in pairs}) > 1 and all(
+            seed is not None and str(v) == str(seed) for v, seed in pairs
+        ):
+            copies.add(key)
+    return copies
+
+
 def describe_groups(runs: list[dict[str, Any]]) -> list[Group]:
     """Group runs that differ only in seed; label each group by the fewest settings that tell the
     groups apart (methods first), e.g. ``ultra, error_rate=0.2``; groups sorted by those settings."""
     keyed: dict[str, list[dict[str, Any]]] = defaultdict(list)
     flats: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        flat = {k: v for k, v in _flatten(run["config"]).items() if k.split(".")[0] not in _IGNORED}
+    per_run = [{k: v for k, v in _flatten(run["config"]).items() if k.split(".")[0] not in _IGNORED} for run in runs]
+    seed_copies = _seed_copies(per_run, [run["config"].get("seed") for run in runs])
+    for run, flat in zip(runs, per_run, strict=True):
+        flat = {k: v for k, v in flat.items() if k not in seed_copies}
         key = json.dumps(flat, sort_keys=True, default=str)
         keyed[key].append(run)
         flats[key] = flat

@@ -212,6 +212,23 @@ def test_compare_labels_groups_by_the_fewest_settings_that_differ_and_plots_gain
     assert png.read_bytes()[:8] == PNG and (tmp_path / "cmp" / "gain.png").read_bytes()[:8] == PNG
 
 
+def test_a_setting_that_is_each_runs_seed_again_does_not_split_groups(tmp_path):
+    """A sweep's ``llm.options.seed = "{seed}"`` differs between the seeds of one arm: it must not
+    make every seed a group of its own (the LCIL error-rate sweep's report had 18 one-run groups)."""
+    from guidedrl.compare import compare_runs
+    import tomli_w
+    import tomllib
+
+    dirs = error_rate_runs(tmp_path / "runs")
+    for d in dirs:
+        cfg = tomllib.loads((d / "config.toml").read_text())
+        cfg.setdefault("llm", {}).setdefault("options", {})["seed"] = cfg["seed"]
+        (d / "config.toml").write_text(tomli_w.dumps(cfg))
+    text = compare_runs(dirs, tmp_path / "cmp")[0].read_text()
+    assert "| no method | 2 | 100.0 ± 10.0 |" in text and "| ultra, error_rate=0.2 | 2 |" in text
+    assert "seed=" not in text and (tmp_path / "cmp" / "gain.png").exists()
+
+
 def test_no_gain_plot_without_a_no_method_group_or_with_two_numeric_settings(tmp_path):
     from guidedrl.compare import compare_runs
 
