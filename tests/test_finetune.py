@@ -137,7 +137,7 @@ def test_a_lora_round_on_a_tiny_model_learns_the_answers_and_writes_its_record(t
     model = tiny_chat_model(tmp_path / "base", corpus(exs))
     out = tmp_path / "adapter"
     argv = ["finetune", str(tmp_path / "run"), "--model", str(model), "--out", str(out),
-            "--epochs", "15", "--lr", "1e-2", "--lora-r", "8", "--quiet"]
+            "--epochs", "15", "--lr", "1e-2", "--lora-r", "8", "--batch-size", "8", "--quiet"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "answer loss" in printed and "--llm hf --set llm.options.lora=" in printed
@@ -148,7 +148,7 @@ def test_a_lora_round_on_a_tiny_model_learns_the_answers_and_writes_its_record(t
     # a real learning check: the 8 answers are overfitted
     assert record["loss_after"] < 0.5 * record["loss_before"], record
     assert record["train_loss_last_step"] < record["train_loss_first_step"]
-    assert record["optimizer_steps"] == 30  # 15 epochs of 2 batches of 4
+    assert record["optimizer_steps"] == 15  # 15 epochs of one batch of 8
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
     # the adapter directory is not overwritten by accident
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err

@@ -20,9 +20,11 @@ one line naming ``pip install 'guidedrl[finetune]'``. Nothing heavy is imported 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -215,6 +217,10 @@ def finetune(
     examples = load_examples(paths)
     model_path(model_dir)
     libs = _require()
+    if quiet:
+        libs["transformers"].logging.set_verbosity_error()
+        libs["transformers"].logging.disable_progress_bar()
+        libs["datasets"].disable_progress_bars()
     started = time.monotonic()
     model, tokenizer = load_base(model_dir)
 
@@ -236,13 +242,14 @@ def finetune(
     import torch
 
     transformers, trl, peft, datasets = libs["transformers"], libs["trl"], libs["peft"], libs["datasets"]
-    if quiet:
-        transformers.logging.set_verbosity_error()
-        datasets.disable_progress_bars()
     transformers.set_seed(config.seed)
     cuda = torch.cuda.is_available()
     dataset = datasets.Dataset.from_list([prompt_completion(ex) for ex in kept])
+    # small LoRA rounds: speed over memory (transformers 5 renamed gradient to activation checkpointing)
+    names = {f.name for f in dataclasses.fields(trl.SFTConfig)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     args = trl.SFTConfig(
+        **{checkpointing: False},
         output_dir=str(out),
         num_train_epochs=config.epochs,
         learning_rate=config.lr,
@@ -252,7 +259,6 @@ def finetune(
         per_device_eval_batch_size=config.batch_size,
         max_length=config.max_length,
         completion_only_loss=True,
-        gradient_checkpointing=False,  # small LoRA rounds: speed over memory
         bf16=cuda and torch.cuda.is_bf16_supported(),
         fp16=False,
         use_cpu=not cuda,
@@ -271,20 +277,24 @@ def finetune(
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
-    trainer = trl.SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        eval_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora,
-    )
-    # the answer loss over every example, with the adapter's B matrices still zero (the base model)
-    loss_before = float(trainer.evaluate()["eval_loss"])
-    result = trainer.train()
-    loss_after = float(trainer.evaluate()["eval_loss"])
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
+    with warnings.catch_warnings():  # the libraries' notices about each other's deprecations
+        warnings.simplefilter("ignore", FutureWarning)
+        trainer = trl.SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            eval_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
+        if quiet:  # with tqdm off, transformers prints every log line instead
+            trainer.remove_callback(transformers.PrinterCallback)
+        # the answer loss over every example, with the adapter's B matrices still zero (the base model)
+        loss_before = float(trainer.evaluate()["eval_loss"])
+        result = trainer.train()
+        loss_after = float(trainer.evaluate()["eval_loss"])
+        trainer.save_model(str(out))
+        tokenizer.save_pretrained(str(out))
     steps = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
     record = {

@@ -27,9 +27,13 @@ def tiny_chat_model(
     hidden: int = 32,
     layers: int = 2,
     context: int = 4096,
+    init_std: float = 0.2,
     seed: int = 0,
 ) -> Path:
-    """Build and save a tiny chat model (tokenizer with :data:`CHAT_TEMPLATE`) into ``path``."""
+    """Build and save a tiny chat model (tokenizer with :data:`CHAT_TEMPLATE`) into ``path``.
+
+    ``init_std`` is wider than the usual 0.02: the tied embeddings stay frozen in a LoRA round, and at
+    0.02 their logits are too small for a LoRA on the linear layers to fit anything."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -59,6 +63,7 @@ def tiny_chat_model(
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=context,
+        initializer_range=init_std,
         tie_word_embeddings=True,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,

@@ -18,14 +18,15 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from guidedrl.errors import ConfigError
 from guidedrl.llm.options import check_options
 from langchain_core.language_models import BaseChatModel, LangSmithParams
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
@@ -130,7 +131,9 @@ def _load(model: Path, lora: Path | None, lora_sha: str | None, device: str) -> 
             except ImportError:
                 raise ConfigError(f"llm.options.lora needs peft: {EXTRA}") from None
             try:
-                base = peft.PeftModel.from_pretrained(base, str(lora), is_trainable=False).merge_and_unload()
+                with warnings.catch_warnings():  # the libraries' notices about each other's deprecations
+                    warnings.simplefilter("ignore", FutureWarning)
+                    base = peft.PeftModel.from_pretrained(base, str(lora), is_trainable=False).merge_and_unload()
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise ConfigError(f"the LoRA adapter {lora} does not fit the model {model}: {first}") from None
@@ -308,8 +311,6 @@ class ChatHF(ChatHuggingFace):  # type: ignore[misc,valid-type]
         # generation thread and ignores stop strings
         result = self._generate(messages, stop, run_manager, **kwargs)
         message = result.generations[0].message
-        from langchain_core.messages import AIMessageChunk
-
         chunk = ChatGenerationChunk(
             message=AIMessageChunk(
                 content=message.content,
@@ -321,7 +322,16 @@ class ChatHF(ChatHuggingFace):  # type: ignore[misc,valid-type]
             run_manager.on_llm_new_token(message.text, chunk=chunk)
         yield chunk
 
-    _astream = BaseChatModel._astream  # the sync stream in a worker thread (the wrapper's needs an endpoint)
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        # LangChain's default: the sync stream in a worker thread (the wrapper's needs an endpoint)
+        async for chunk in BaseChatModel._astream(self, messages, stop, run_manager, **kwargs):
+            yield chunk
 
 
 def make_hf(

@@ -48,7 +48,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[
     data = chats()
     (root / "data.jsonl").write_text("".join(json.dumps(ex) + "\n" for ex in data))
     base = tiny_chat_model(root / "base", [m["content"] for ex in data for m in ex["messages"]] * 20)
-    finetune(root / "data.jsonl", base, root / "lora", FinetuneConfig(epochs=30, lr=1e-2), quiet=True)
+    finetune(root / "data.jsonl", base, root / "lora", FinetuneConfig(epochs=15, lr=1e-2, batch_size=8), quiet=True)
     return base, root / "lora", data
 
 
@@ -107,7 +107,8 @@ def test_base_and_lora_answer_chat_messages_and_the_lora_learnt_its_answers(trai
 @pytest.mark.slow
 def test_a_timeout_stops_the_generation(trained):
     base, _, _ = trained
-    model = make_hf(model=str(base), max_tokens=64, timeout=1e-6)
+    model = make_hf(model=str(base), max_tokens=64)
+    model.timeout = 1e-6  # LangChain's standard parameter (the LLM layer's own is llm.timeout_s)
     with pytest.raises(TimeoutError, match="timeout"):
         model.invoke([HumanMessage(content="hello")])
 
