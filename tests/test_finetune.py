@@ -150,6 +150,7 @@ def test_a_lora_round_on_a_tiny_model_learns_the_answers_and_writes_its_record(t
     assert record["train_loss_last_step"] < record["train_loss_first_step"]
     assert record["optimizer_steps"] == 15  # 15 epochs of one batch of 8
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 8
+    assert not list(out.glob("*.bin")) and not list(out.glob("*.pt"))  # no pickles
     # the adapter directory is not overwritten by accident
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
 

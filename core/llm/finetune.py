@@ -295,6 +295,8 @@ def finetune(
         loss_after = float(trainer.evaluate()["eval_loss"])
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
+    # the Trainer's pickled arguments: finetune.json records the settings, and no pickle is left to load
+    (out / "training_args.bin").unlink(missing_ok=True)
     steps = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
     record = {

@@ -115,6 +115,8 @@ def _load(model: Path, lora: Path | None, lora_sha: str | None, device: str) -> 
         if key in _LOADED:
             return _LOADED[key]
         transformers, _ = _libs()
+        bars = transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar inside a run's output
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(str(model), local_files_only=True)
             base = transformers.AutoModelForCausalLM.from_pretrained(
@@ -123,6 +125,9 @@ def _load(model: Path, lora: Path | None, lora_sha: str | None, device: str) -> 
         except (OSError, ValueError, KeyError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ConfigError(f"the hf backend cannot load {model} as a causal language model: {first}") from None
+        finally:
+            if bars:
+                transformers.utils.logging.enable_progress_bar()
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(f"the tokenizer in {model} has no chat template: the hf backend needs a chat/instruct model")
         if lora is not None:
@@ -225,7 +230,9 @@ class ChatHF(ChatHuggingFace):  # type: ignore[misc,valid-type]
     def count_prompt_tokens(self, messages: list[BaseMessage]) -> int:
         """Exact tokens of ``messages`` in the model's chat template, with the generation prompt."""
         text = self.tokenizer.apply_chat_template(self._messages(messages), tokenize=False, add_generation_prompt=True)
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        # verbose=False: a prompt longer than the model's context is counted, not warned about (the layer
+        # decides what to send)
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def _stops(self, stop: list[str] | None) -> list[str]:
         if stop:
@@ -274,7 +281,7 @@ class ChatHF(ChatHuggingFace):  # type: ignore[misc,valid-type]
             if s and s in text:
                 text, finish = text[: text.index(s)], "stop"
         n_in = self.count_prompt_tokens(messages)
-        n_out = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        n_out = len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
         if finish == "length" and n_out < (self.max_tokens or 128):
             finish = "stop"
         message = AIMessage(
