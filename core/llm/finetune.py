@@ -160,6 +160,12 @@ def model_path(model_dir: str | Path) -> Path:
     return path
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line, at most ``limit`` characters (library errors span many)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def load_base(model_dir: str | Path) -> tuple[Any, Any]:
     """(model, tokenizer) of a local Hugging Face causal LM, from local files only; a clear
     :class:`ConfigError` otherwise."""
@@ -169,8 +175,7 @@ def load_base(model_dir: str | Path) -> tuple[Any, Any]:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path} cannot be loaded as a causal language model with its tokenizer: {first}") from None
+        raise ConfigError(f"{path} cannot be loaded as a causal language model with its tokenizer: {one_line(exc)}") from None
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(
             f"the tokenizer in {path} has no chat template: chat examples need one (use a chat/instruct "

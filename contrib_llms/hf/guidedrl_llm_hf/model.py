@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from guidedrl.errors import ConfigError
+from guidedrl.llm.finetune import one_line
 from guidedrl.llm.options import check_options
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -123,8 +124,7 @@ def _load(model: Path, lora: Path | None, lora_sha: str | None, device: str) -> 
                 str(model), local_files_only=True, **({"dtype": "auto"} if device.startswith("cuda") else {})
             )
         except (OSError, ValueError, KeyError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"the hf backend cannot load {model} as a causal language model: {first}") from None
+            raise ConfigError(f"the hf backend cannot load {model} as a causal language model: {one_line(exc)}") from None
         finally:
             if bars:
                 transformers.utils.logging.enable_progress_bar()
@@ -140,8 +140,7 @@ def _load(model: Path, lora: Path | None, lora_sha: str | None, device: str) -> 
                     warnings.simplefilter("ignore", FutureWarning)
                     base = peft.PeftModel.from_pretrained(base, str(lora), is_trainable=False).merge_and_unload()
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise ConfigError(f"the LoRA adapter {lora} does not fit the model {model}: {first}") from None
+                raise ConfigError(f"the LoRA adapter {lora} does not fit the model {model}: {one_line(exc)}") from None
         base.eval()
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -114,6 +114,22 @@ def test_a_timeout_stops_the_generation(trained):
 
 
 @pytest.mark.slow
+def test_an_adapter_of_another_model_and_a_model_without_chat_template_are_refused(trained, tmp_path):
+    from guidedrl.llm.tinymodel import tiny_chat_model
+
+    _, lora, data = trained
+    narrow = tiny_chat_model(tmp_path / "narrow", [m["content"] for ex in data for m in ex["messages"]], hidden=16)
+    with pytest.raises(ConfigError, match="does not fit the model"):
+        make_hf(model=str(narrow), lora=str(lora))
+    config = json.loads((narrow / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (narrow / "tokenizer_config.json").write_text(json.dumps(config))
+    (narrow / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match="no chat template"):
+        make_hf(model=str(narrow), temperature=0.5)
+
+
+@pytest.mark.slow
 def test_garbage_answers_are_counted_failures_in_the_llm_layer(trained, tmp_path):
     from guidedrl.llm import LLMClient
 
