@@ -211,7 +211,9 @@ class ChatHF(ChatHuggingFace):  # type: ignore[misc,valid-type]
         return False  # the pipeline is not serialisable; the cache keys on _identifying_params
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(ls_provider="huggingface", ls_model_name=self.model_name, ls_model_type="chat")
+        params = LangSmithParams(
+            ls_provider="huggingface", ls_model_name=kwargs.get("model") or self.model_name, ls_model_type="chat"
+        )
         params["ls_temperature"] = self.temperature or 0.0
         if self.max_tokens:
             params["ls_max_tokens"] = self.max_tokens
