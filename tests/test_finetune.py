@@ -165,7 +165,8 @@ def test_examples_longer_than_max_length_are_skipped_and_counted(tmp_path):
     model = tiny_chat_model(tmp_path / "base", corpus(exs))
     record = finetune(tmp_path / "data.jsonl", model, tmp_path / "a", FinetuneConfig(epochs=1, max_length=128), quiet=True)
     assert record["examples_read"] == 5 and record["examples"] == 4 and record["skipped_too_long"] == 1
-    with pytest.raises(ConfigError, match="every example is longer than --max-length 8"):
+    assert record["max_length"] == 128
+    with pytest.raises(ConfigError, match="every example is longer than 8 tokens.*raise --max-length"):
         finetune(tmp_path / "data.jsonl", model, tmp_path / "b", FinetuneConfig(max_length=8), quiet=True)
     record = finetune(tmp_path / "data.jsonl", model, tmp_path / "c", FinetuneConfig(epochs=1, max_examples=2), quiet=True)
     assert record["examples_read"] == 5 and record["examples"] <= 2

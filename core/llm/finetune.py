@@ -70,8 +70,9 @@ class FinetuneConfig:
     max_examples: int | None = attrs.field(default=None, validator=_positive)
     """Use at most this many examples (a seeded random sample); ``None``: all."""
     max_length: int = attrs.field(default=2048, validator=_positive)
-    """Examples longer than this many tokens (prompt and answer, in the chat template) are skipped and
-    counted: truncating them would cut the answer, the only part that is learnt."""
+    """Examples longer than this many tokens (prompt and answer, in the chat template; at most the
+    model's context) are skipped and counted: truncating them would cut the answer, the only part
+    that is learnt."""
     seed: int = 0
     """Seeds the sample of examples, the LoRA initialisation and the data order."""
 
@@ -232,16 +233,18 @@ def finetune(
     n_read = len(examples)
     if config.max_examples is not None and n_read > config.max_examples:
         examples = random.Random(config.seed).sample(examples, config.max_examples)
-    kept = [ex for ex in examples if _n_tokens(tokenizer, ex["messages"]) <= config.max_length]
+    context = getattr(model.config, "max_position_embeddings", None)
+    limit = min(config.max_length, context) if isinstance(context, int) and context > 0 else config.max_length
+    kept = [ex for ex in examples if _n_tokens(tokenizer, ex["messages"]) <= limit]
     skipped = len(examples) - len(kept)
     if not kept:
         raise ConfigError(
-            f"every example is longer than --max-length {config.max_length} tokens ({len(examples)} skipped): "
-            "raise --max-length (up to the model's context)"
+            f"every example is longer than {limit} tokens ({len(examples)} skipped): raise --max-length"
+            + (f" (this model's context is {context} tokens)" if limit == context else "")
         )
     say(
         f"fine-tuning {Path(model_dir)} on {len(kept)} examples from {', '.join(p.name for p in paths)}"
-        + (f" ({skipped} longer than {config.max_length} tokens skipped)" if skipped else "")
+        + (f" ({skipped} longer than {limit} tokens skipped)" if skipped else "")
     )
 
     import torch
@@ -262,7 +265,7 @@ def finetune(
         warmup_steps=0,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
-        max_length=config.max_length,
+        max_length=limit,
         completion_only_loss=True,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         fp16=False,
@@ -310,6 +313,7 @@ def finetune(
         "examples_read": n_read,
         "examples": len(kept),
         "skipped_too_long": skipped,
+        "max_length": limit,
         "kinds": dict(Counter(str(ex["kind"]) for ex in kept if ex.get("kind") is not None)),
         "loss_before": loss_before,
         "loss_after": loss_after,
