@@ -1,4 +1,4 @@
-"""The ``guidedrl`` command: run, sweep, eval, compare, and list plugins, envs, LLM backends and presets.
+"""The ``guidedrl`` command: run, sweep, eval, compare, finetune, and list plugins, envs, LLM backends and presets.
 
 Every subcommand imports what it needs inside its function: ``guidedrl --help`` and the listings
 must not pay for torch, Tianshou or LLM client libraries (``tests/test_core_cli_fast.py``).
@@ -201,6 +201,27 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from guidedrl.llm.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        lora_r=args.lora_r,
+        batch_size=args.batch_size,
+        max_examples=args.max_examples,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
+    finetune(
+        args.source, args.model, args.out, config, overwrite=args.overwrite, quiet=args.quiet,
+        log=lambda msg: print(msg, flush=True),
+    )
+    print(f"record: {Path(args.out) / 'finetune.json'}")
+    print(f"next run: guidedrl run ... --llm hf --set llm.options.lora={args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guidedrl", description="LLM-guided reinforcement learning over Tianshou.")
     parser.add_argument("--version", action="version", version=f"guidedrl {__version__}")
@@ -263,6 +284,26 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", required=True, help="directory for compare.md and curves.png")
     cmp_.add_argument("--threshold", type=float, default=None, help="return threshold for 'env steps to threshold'")
     cmp_.set_defaults(func=_cmd_compare)
+
+    ft = sub.add_parser(
+        "finetune",
+        help="a LoRA round on a local Hugging Face model from a run's fine-tuning JSONL (extra: guidedrl[finetune])",
+        description="Train a LoRA adapter (TRL SFTTrainer + peft) on chat-format JSONL; the next run uses it "
+        "through `--llm hf --set llm.options.lora=OUT` (docs/llm.md).",
+    )
+    ft.add_argument("source", help="a run directory (every *finetune*.jsonl in it) or a chat-format JSONL file")
+    ft.add_argument("--model", required=True, help="local Hugging Face model directory (config.json, weights, tokenizer with a chat template)")
+    ft.add_argument("--out", required=True, help="directory for the adapter and finetune.json")
+    ft.add_argument("--epochs", type=float, default=3.0, help="passes over the examples (default 3)")
+    ft.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
+    ft.add_argument("--lora-r", type=int, default=8, help="LoRA rank (default 8; alpha = 2r)")
+    ft.add_argument("--batch-size", type=int, default=4, help="examples per step (default 4)")
+    ft.add_argument("--max-examples", type=int, default=None, help="a seeded random sample of at most N examples")
+    ft.add_argument("--max-length", type=int, default=2048, help="skip examples longer than N tokens (default 2048)")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    ft.add_argument("--quiet", action="store_true", help="no progress bar or training log")
+    ft.set_defaults(func=_cmd_finetune)
 
     from guidedrl.sweep import add_sweep_parser  # light: Ray and the runner load only when a sweep runs
 

