@@ -385,11 +385,13 @@ def _long_baseline(results: dict, table: dict, *, seeds, domains, budgets: dict)
     ]
     table["long_baseline"] = {}
     for _, dom, s in sorted(keys):
-        exp = results[("expert", dom, s)]["return"] if ("expert", dom, s) in results else None
+        if ("expert", dom, s) not in results:  # a seed the training sweeps did not run: nothing to compare with
+            continue
+        exp = results[("expert", dom, s)]["return"]
         r = results[("ppo_long", dom, s)]
-        hit = reach(r["rows"], TARGET * exp) if exp is not None else {}
+        hit = reach(r["rows"], TARGET * exp)
         lcil = results.get(("lcil", dom, s))
-        lhit = reach(lcil["rows"], TARGET * exp) if lcil and exp is not None else {}
+        lhit = reach(lcil["rows"], TARGET * exp) if lcil else {}
         demo = budgets["demo_episodes"]
         entry = {"mappo": hit, "mappo_steps_run": r["summary"]["env_steps"], "lcil": lhit}
         if hit:
