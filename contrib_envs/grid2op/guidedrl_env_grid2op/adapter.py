@@ -20,7 +20,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from guidedrl.envs import Description, EnvAdapter, Expert, InvalidAction, SimResult
-from guidedrl_env_grid2op.env import Grid2OpEnv, grid_vocabulary, make_grid2op, obs_layout, snapshot_key
+from guidedrl_env_grid2op.env import (
+    STEPS_PER_DAY, Grid2OpEnv, grid_vocabulary, make_grid2op, obs_layout, snapshot_key,
+)
 from guidedrl_env_grid2op.vocabulary import GridActions
 
 NEAR_LIMIT = 0.9
@@ -147,7 +149,7 @@ class Grid2OpAdapter(EnvAdapter):
         if isinstance(state, dict):
             step = int(state.get("step", 0))
         else:
-            step = int(round(float(self.split(np.asarray(state, dtype=np.float32))["time"][2])))
+            step = int(round(float(self.split(np.asarray(state, dtype=np.float32))["time"][2]) * STEPS_PER_DAY))
         return _sim_result(
             True,
             reward=round(float(reward) / self.facts["n_line"], 4),
@@ -246,7 +248,7 @@ class Grid2OpAdapter(EnvAdapter):
         state: dict[str, Any] = {
             "grid": self.grid,
             "snapshot": key,
-            "step": int(round(parts["time"][2])),
+            "step": int(round(parts["time"][2] * STEPS_PER_DAY)),
             "max_rho": round(float(rho.max()), 4),
             "max_rho_line": max_line,
             "rho": [round(float(r), 3) for r in rho],

@@ -20,6 +20,10 @@ from guidedrl_env_grid2op.vocabulary import GridActions
 
 GRIDS = ("l2rpn_case14_sandbox", "l2rpn_neurips_2020_track1")
 LOAD_SCALE_MW = 100.0
+STEPS_PER_DAY = 288
+"""The step index enters the observation in days (``t / 288``), on the scale of the other features: raw
+(0..288) it dominated the first layer of the policy and critic networks (every trained policy then
+played one constant action)."""
 
 
 # The line attacker of Grid2Op's documentation for the 14-bus grid: one of these lines is cut for an
@@ -186,7 +190,7 @@ class Grid2OpEnv(gym.Env):
         out[lay["gen_p"]] = g2obs.gen_p / self._gen_pmax
         out[lay["cooldown_line"]] = g2obs.time_before_cooldown_line
         out[lay["cooldown_sub"]] = g2obs.time_before_cooldown_sub
-        out[lay["time"]] = (g2obs.hour_of_day / 24.0, g2obs.minute_of_hour / 60.0, float(t))
+        out[lay["time"]] = (g2obs.hour_of_day / 24.0, g2obs.minute_of_hour / 60.0, t / STEPS_PER_DAY)
         return out
 
     # --- Gymnasium ----------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_simulate_through_obs_simulate(adapter, env):
     assert base.ok and 0 < base.info["max_rho"] < 2 and 0 < base.reward <= 1 and base.done is False
     # the simulated next observation is the env's Box vector one step on
     nxt = np.asarray(base.info["obs_next"], dtype=np.float32)
-    assert nxt.shape == obs.shape and adapter.split(nxt)["time"][2] == 1.0
+    assert nxt.shape == obs.shape and adapter.describe(nxt).state["step"] == 1
     line_off = adapter.simulate(state, {"kind": "line", "line": int(np.argmax(state["rho"])), "status": "off"})
     assert line_off.ok is False or line_off.info["max_rho"] != base.info["max_rho"]
     bad = adapter.simulate(state, {"kind": "substation", "substation": 99, "bus_layout": [1]})
