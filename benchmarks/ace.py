@@ -209,18 +209,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="run-config override for the trained arms (repeatable; ace.* only for the ACE arms)")
+    p.add_argument("--append", action="store_true",
+                   help="keep the rows already in OUT/results.json that this invocation does not rerun")
     args = p.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in args.grids.split(","):
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for arm in args.arms.split(","):
+    rows: list[dict[str, Any]] = []
+    grids, arms, seeds = args.grids.split(","), args.arms.split(","), [int(s) for s in args.seeds.split(",")]
+    if args.append and (out / "results.json").exists():  # keep the rows of earlier invocations not rerun now
+        rerun = {(g, a, s) for g in grids for a in arms for s in seeds}
+        old = json.loads((out / "results.json").read_text())
+        rows = [r for r in old["rows"] if (r["grid"], r["arm"], r["seed"]) not in rerun]
+        recorded = [*old.get("argv", []), "+", *sys.argv]
+    else:
+        recorded = sys.argv
+    for name in grids:
+        for seed in seeds:
+            for arm in arms:
                 rows.append(run_arm(arm, name, seed, args, work))
-                (out / "results.json").write_text(json.dumps({"argv": sys.argv, "rows": rows}, indent=1))
-    command = "nice -n 10 python benchmarks/ace.py " + " ".join(sys.argv[1:])
+                (out / "results.json").write_text(json.dumps({"argv": recorded, "rows": rows}, indent=1))
+    command = "nice -n 10 python " + " ".join(recorded).replace(" + ", "`, then `nice -n 10 python ")
     parts = [f"# ACE benchmark (`benchmarks/ace.py`)\n\nCommand: `{command}`\n"]
-    for name in args.grids.split(","):
+    for name in sorted({r["grid"] for r in rows}, key=list(GRIDS).index):
         parts.append(f"## {name} ({GRIDS[name]['env']}, test chronics {GRIDS[name]['test']})\n\n{table(rows, name)}\n")
     (out / "tables.md").write_text("\n".join(parts))
     print("\n".join(parts))
