@@ -104,7 +104,7 @@ class Grid2OpEnv(gym.Env):
     Observation (float32 Box, :func:`obs_layout`): line loadings ``rho`` (flow / thermal limit),
     line status (0/1), topology vector (bus 1/2, -1 = disconnected), loads (MW / 100), generation
     (share of ``gen_pmax``), cooldowns of lines and substations (steps), hour/24, minute/60 and the
-    step index within the episode.
+    step index within the episode in days (``t / 288``).
 
     Reward: Grid2Op's ``L2RPNReward`` divided by the number of lines: each step scores the mean over
     lines of ``max(0, 1 - min(rho, 1)^2)`` (the L2RPN "line margin" reward), in [0, 1]; 0 on the step
