@@ -227,7 +227,9 @@ class Grid2OpAdapter(EnvAdapter):
             self._descriptions.move_to_end(key)
         return Description(text=desc.text, state=copy.deepcopy(desc.state))
 
-    def _describe(self, parts: dict[str, np.ndarray], key: str, snap: tuple[Any, list[int], Grid2OpEnv] | None) -> Description:
+    def _describe(
+        self, parts: dict[str, np.ndarray], key: str, snap: tuple[Any, list[int], Grid2OpEnv] | None
+    ) -> Description:
         f, vocab = self.facts, self.vocabulary
         rho = parts["rho"]
         status = parts["line_status"] > 0.5
