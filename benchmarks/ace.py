@@ -28,6 +28,7 @@ exact command).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 import sys
@@ -53,8 +54,27 @@ def env_kwargs(grid: dict[str, Any], chronics: list[int], max_steps: int) -> dic
     return kw
 
 
-def train_arm(arm: str, grid: dict[str, Any], seed: int, steps: int, max_steps: int, out: Path) -> tuple[Any, dict]:
-    """Train ``sac`` / ``ace_*``; returns (the run's context for acting, its summary)."""
+def apply_sets(data: dict[str, Any], sets: list[str], arm: str) -> None:
+    """``--set KEY=VALUE`` (VALUE as JSON, else a string) into a run config; ``ace.*`` only for ACE arms."""
+    for item in sets:
+        key, _, raw = item.partition("=")
+        if key.startswith("ace.") and not arm.startswith("ace"):
+            continue
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+
+def train_arm(
+    arm: str, grid: dict[str, Any], seed: int, steps: int, max_steps: int, out: Path, sets: list[str] = ()
+) -> tuple[Any, dict]:
+    """Train ``sac`` / ``ace_*``; returns (the run's directory, its summary)."""
     from guidedrl.config import from_dict
     from guidedrl.train import train
 
@@ -66,6 +86,7 @@ def train_arm(arm: str, grid: dict[str, Any], seed: int, steps: int, max_steps: 
     }
     if arm.startswith("ace"):
         data["methods"] = ["ace"]
+    apply_sets(data, list(sets), arm)
     result = train(from_dict(data), overwrite=True)
     summary = json.loads((result.run_dir / "summary.json").read_text())
     return result.run_dir, summary
@@ -92,21 +113,30 @@ def trained_policy(run_dir: Path) -> Callable[[np.ndarray], int]:
 
 
 def rollouts(adapter: Any, act: Callable[[np.ndarray], int], episodes: int) -> dict[str, float]:
-    rewards, survival = [], []
+    """Mean episode reward and survival over ``episodes`` test episodes (reset seeds 0..), plus how
+    many distinct actions the policy played and the share of its most played one (a policy that
+    collapsed to one constant action shows 1 and 1.0)."""
+    rewards, survival, played = [], [], collections.Counter()
     env = adapter.make()
     try:
         for ep in range(episodes):
             obs, info = env.reset(seed=ep)
             total, done = 0.0, False
             while not done:
-                obs, r, term, trunc, info = env.step(act(obs))
+                a = act(obs)
+                played[a] += 1
+                obs, r, term, trunc, info = env.step(a)
                 total += float(r)
                 done = term or trunc
             rewards.append(total)
             survival.append(float(info["metrics"]["survival_steps"]))
     finally:
         env.close()
-    return {"reward": float(np.mean(rewards)), "survival": float(np.mean(survival))}
+    top = played.most_common(1)[0][1] if played else 0
+    return {
+        "reward": float(np.mean(rewards)), "survival": float(np.mean(survival)),
+        "distinct_actions": len(played), "top_action_share": round(top / max(1, sum(played.values())), 3),
+    }
 
 
 def run_arm(arm: str, name: str, seed: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -116,10 +146,12 @@ def run_arm(arm: str, name: str, seed: int, args: argparse.Namespace, work: Path
 
     grid = GRIDS[name]
     test_adapter = make_adapter(grid["env"], **env_kwargs(grid, grid["test"], args.max_steps))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     row: dict[str, Any] = {"grid": name, "arm": arm, "seed": seed, "llm_calls": 0, "accepted": 0}
     if arm in ("sac", "ace_e0", "ace_e02"):
-        run_dir, summary = train_arm(arm, grid, seed, args.steps, args.max_steps, work / f"{name}_{arm}_{seed}")
+        run_dir, summary = train_arm(
+            arm, grid, seed, args.steps, args.max_steps, work / f"{name}_{arm}_{seed}", args.set
+        )
         row["llm_calls"] = int(summary.get("llm_calls", 0) or 0)
         row["accepted"] = int(summary["counters"].get("ace/actor_accepted", 0))
         row["critic_reassigned"] = int(summary["counters"].get("ace/critic_reassigned", 0))
@@ -141,13 +173,14 @@ def run_arm(arm: str, name: str, seed: int, args: argparse.Namespace, work: Path
         row["llm_calls"] = int(client.summary()["llm_calls"])
         client.close()
     row["wall_s"] = round(time.perf_counter() - t0, 1)
+    row["cpu_s"] = round(time.process_time() - c0, 1)
     print(json.dumps(row), flush=True)
     return row
 
 
 def table(rows: list[dict[str, Any]], grid: str) -> str:
-    lines = ["| arm | mean episode reward | mean survival steps | LLM calls | accepted refinements | seeds |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| arm | mean episode reward | mean survival steps | LLM calls | accepted refinements "
+             "| distinct test actions | seeds |", "|---|---|---|---|---|---|---|"]
     for arm in ARMS:
         rs = [r for r in rows if r["grid"] == grid and r["arm"] == arm]
         if not rs:
@@ -157,7 +190,10 @@ def table(rows: list[dict[str, Any]], grid: str) -> str:
             v = [float(r[key]) for r in rs]
             return f"{statistics.mean(v):.1f} ± {statistics.pstdev(v):.1f}"
 
-        lines.append(f"| {arm} | {ms('reward')} | {ms('survival')} | {ms('llm_calls')} | {ms('accepted')} | {len(rs)} |")
+        distinct = "/".join(str(r.get("distinct_actions", "?")) for r in rs)
+        lines.append(
+            f"| {arm} | {ms('reward')} | {ms('survival')} | {ms('llm_calls')} | {ms('accepted')} | {distinct} | {len(rs)} |"
+        )
     return "\n".join(lines)
 
 
@@ -171,18 +207,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--work", default="runs/bench_ace", help="where the training runs go")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="run-config override for the trained arms (repeatable; ace.* only for the ACE arms)")
+    p.add_argument("--append", action="store_true",
+                   help="keep the rows already in OUT/results.json that this invocation does not rerun")
     args = p.parse_args(argv)
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name in args.grids.split(","):
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for arm in args.arms.split(","):
+    rows: list[dict[str, Any]] = []
+    grids, arms, seeds = args.grids.split(","), args.arms.split(","), [int(s) for s in args.seeds.split(",")]
+    if args.append and (out / "results.json").exists():  # keep the rows of earlier invocations not rerun now
+        rerun = {(g, a, s) for g in grids for a in arms for s in seeds}
+        old = json.loads((out / "results.json").read_text())
+        rows = [r for r in old["rows"] if (r["grid"], r["arm"], r["seed"]) not in rerun]
+        recorded = [*old.get("argv", []), "+", *sys.argv]
+    else:
+        recorded = sys.argv
+    for name in grids:
+        for seed in seeds:
+            for arm in arms:
                 rows.append(run_arm(arm, name, seed, args, work))
-                (out / "results.json").write_text(json.dumps({"argv": sys.argv, "rows": rows}, indent=1))
-    command = "nice -n 10 python benchmarks/ace.py " + " ".join(sys.argv[1:])
+                (out / "results.json").write_text(json.dumps({"argv": recorded, "rows": rows}, indent=1))
+    command = "nice -n 10 python " + " ".join(recorded).replace(" + ", "`, then `nice -n 10 python ")
     parts = [f"# ACE benchmark (`benchmarks/ace.py`)\n\nCommand: `{command}`\n"]
-    for name in args.grids.split(","):
+    for name in sorted({r["grid"] for r in rows}, key=list(GRIDS).index):
         parts.append(f"## {name} ({GRIDS[name]['env']}, test chronics {GRIDS[name]['test']})\n\n{table(rows, name)}\n")
     (out / "tables.md").write_text("\n".join(parts))
     print("\n".join(parts))

@@ -12,14 +12,17 @@ another process (``SubprocVectorEnv`` workers) or from a closed env cannot be si
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections import OrderedDict
 from typing import Any, ClassVar
 
 import numpy as np
 
-from guidedrl.envs import Description, EnvAdapter, Expert, InvalidAction
-from guidedrl_env_grid2op.env import Grid2OpEnv, grid_vocabulary, make_grid2op, obs_layout, snapshot_key
+from guidedrl.envs import Description, EnvAdapter, Expert, InvalidAction, SimResult
+from guidedrl_env_grid2op.env import (
+    STEPS_PER_DAY, Grid2OpEnv, grid_vocabulary, make_grid2op, obs_layout, snapshot_key,
+)
 from guidedrl_env_grid2op.vocabulary import GridActions
 
 NEAR_LIMIT = 0.9
@@ -76,6 +79,7 @@ class Grid2OpAdapter(EnvAdapter):
         self.simulate_candidates = bool(simulate_candidates)
         self.cache_size = int(cache_size)
         self._snapshots: OrderedDict[str, tuple[Any, list[int], Grid2OpEnv]] = OrderedDict()
+        self._descriptions: OrderedDict[str, Description] = OrderedDict()
 
     # --- envs and vocabulary --------------------------------------------------------------------------
     def make(self, **kwargs: Any) -> Grid2OpEnv:
@@ -97,6 +101,7 @@ class Grid2OpAdapter(EnvAdapter):
 
     def _remember(self, key: str, g2obs: Any, recent: list[int], *, env: Grid2OpEnv) -> None:
         self._snapshots[key] = (g2obs, recent, env)
+        self._descriptions.pop(key, None)  # a state seen again (other recent actions) is described anew
         self._snapshots.move_to_end(key)
         while len(self._snapshots) > self.cache_size:
             self._snapshots.popitem(last=False)
@@ -110,11 +115,13 @@ class Grid2OpAdapter(EnvAdapter):
         return self._snapshots.get(key) if isinstance(key, str) else None
 
     # --- simulate -------------------------------------------------------------------------------------
-    def simulate(self, state: Any, action: Any) -> dict[str, Any]:
+    def simulate(self, state: Any, action: Any) -> SimResult:
         """One step of ``action`` from ``state`` through Grid2Op's ``obs.simulate`` (on the chronic's
-        forecast). Returns ``{"ok", "reward", "done", "max_rho", "overloaded_lines", "reason"}`` (and, when
-        ``ok``, ``obs_next``: the simulated next observation, the env's Box vector as a list);
-        ``ok`` is false for an invalid or illegal action, a game over, or a state without a snapshot."""
+        forecast), as core's :class:`~guidedrl.envs.SimResult`: ``ok``, ``reward`` (the env's per-step
+        reward), ``done``, ``reason`` and ``info = {"max_rho", "overloaded_lines"}`` plus, when ``ok``,
+        ``info["obs_next"]``: the simulated next observation, the env's Box vector as a list (results
+        compare with ``==``). ``ok`` is false for an invalid or illegal action, a game over, or a
+        state without a snapshot."""
         try:
             index = self.vocabulary.parse(action)
         except InvalidAction as exc:
@@ -138,19 +145,18 @@ class Grid2OpAdapter(EnvAdapter):
         if done:
             return _sim_result(False, done=True, reason=f"game over: {detail or 'the grid collapsed'}")
         rho = np.asarray(sim_obs.rho)
-        out = _sim_result(
-            True,
-            reward=round(float(reward) / self.facts["n_line"], 4),
-            max_rho=round(float(rho.max()), 4),
-            overloaded_lines=[int(i) for i in np.nonzero(rho > 1.0)[0]],
-        )
         # the simulated next observation as the env's Box vector (ACE stores checked transitions)
         if isinstance(state, dict):
             step = int(state.get("step", 0))
         else:
-            step = int(round(float(self.split(np.asarray(state, dtype=np.float32))["time"][2])))
-        out["obs_next"] = env.vector(sim_obs, step + 1).tolist()  # a list: results compare with ==
-        return out
+            step = int(round(float(self.split(np.asarray(state, dtype=np.float32))["time"][2]) * STEPS_PER_DAY))
+        return _sim_result(
+            True,
+            reward=round(float(reward) / self.facts["n_line"], 4),
+            max_rho=round(float(rho.max()), 4),
+            overloaded_lines=[int(i) for i in np.nonzero(rho > 1.0)[0]],
+            obs_next=env.vector(sim_obs, step + 1).tolist(),
+        )
 
     # --- describe -------------------------------------------------------------------------------------
     def split(self, obs: np.ndarray) -> dict[str, np.ndarray]:
@@ -200,11 +206,31 @@ class Grid2OpAdapter(EnvAdapter):
         return [i for i in out if not (i in seen or seen.add(i))][: self.shortlist_size]
 
     def describe(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> Description:
-        f, vocab = self.facts, self.vocabulary
+        """The state in words and JSON. Descriptions of states with a snapshot are kept (LRU,
+        ``cache_size`` of them, the snapshot key being a digest of the whole observation): ACE's
+        critic, its fine-tuning export and the action question describe the same past states again,
+        and a description in danger simulates up to 13 actions (~70 ms on case14). Each call gets its
+        own copy of the JSON state."""
         parts = self.split(obs)
         key = info.get("snapshot") if isinstance(info, dict) else None
         if not isinstance(key, str):
             key = snapshot_key(obs)
+        snap = self.snapshot({"snapshot": key})
+        if snap is None:
+            return self._describe(parts, key, None)
+        desc = self._descriptions.get(key)
+        if desc is None:
+            desc = self._descriptions[key] = self._describe(parts, key, snap)
+            while len(self._descriptions) > self.cache_size:
+                self._descriptions.popitem(last=False)
+        else:
+            self._descriptions.move_to_end(key)
+        return Description(text=desc.text, state=copy.deepcopy(desc.state))
+
+    def _describe(
+        self, parts: dict[str, np.ndarray], key: str, snap: tuple[Any, list[int], Grid2OpEnv] | None
+    ) -> Description:
+        f, vocab = self.facts, self.vocabulary
         rho = parts["rho"]
         status = parts["line_status"] > 0.5
         max_line = int(np.argmax(rho))
@@ -219,13 +245,12 @@ class Grid2OpAdapter(EnvAdapter):
                 split_subs[str(s)] = [int(b) for b in layout]
         load_mw = float(parts["load_p"].sum() * 100.0)
         gen_mw = float((parts["gen_p"] * f["gen_pmax"]).sum())
-        snap = self.snapshot({"snapshot": key})
         recent = list(snap[1][-3:]) if snap is not None else []
         shortlist = self.candidates(parts)
         state: dict[str, Any] = {
             "grid": self.grid,
             "snapshot": key,
-            "step": int(round(parts["time"][2])),
+            "step": int(round(parts["time"][2] * STEPS_PER_DAY)),
             "max_rho": round(float(rho.max()), 4),
             "max_rho_line": max_line,
             "rho": [round(float(r), 3) for r in rho],
@@ -245,10 +270,10 @@ class Grid2OpAdapter(EnvAdapter):
         worth_simulating = shortlist and (rho.max() > self.danger or disconnected or split_subs)
         if self.simulate_candidates and snap is not None and worth_simulating:
             base = self.simulate(state, 0)
-            state["do_nothing_sim"] = {"ok": base["ok"], "max_rho": base["max_rho"]}
+            state["do_nothing_sim"] = {"ok": base.ok, "max_rho": base.info["max_rho"]}
             for c in state["candidates"]:
                 r = self.simulate(state, c["action"])
-                c["sim_ok"], c["sim_max_rho"] = r["ok"], r["max_rho"]
+                c["sim_ok"], c["sim_max_rho"] = r.ok, r.info["max_rho"]
         return Description(text=self._text(state), state=state)
 
     def _text(self, s: dict[str, Any]) -> str:
@@ -315,9 +340,12 @@ def _small_splits(vocab: GridActions, sub: int, pos: int) -> list[int]:
 
 
 def _sim_result(ok: bool, *, reward: float | None = None, done: bool = False, max_rho: float | None = None,
-                overloaded_lines: list[int] | None = None, reason: str = "") -> dict[str, Any]:
-    return {"ok": ok, "reward": reward, "done": done, "max_rho": max_rho,
-            "overloaded_lines": overloaded_lines or [], "reason": reason}
+                overloaded_lines: list[int] | None = None, reason: str = "",
+                obs_next: list[float] | None = None) -> SimResult:
+    info: dict[str, Any] = {"max_rho": max_rho, "overloaded_lines": overloaded_lines or []}
+    if obs_next is not None:
+        info["obs_next"] = obs_next
+    return SimResult(ok=ok, reason=reason, reward=reward, done=done, info=info)
 
 
 class GreedyExpert(Expert):
@@ -343,9 +371,9 @@ class GreedyExpert(Expert):
             ok, rho = c.get("sim_ok"), c.get("sim_max_rho")
             if ok is None and self.adapter is not None:
                 r = self.adapter.simulate(state, c["action"])
-                if r["reason"].startswith("no Grid2Op snapshot"):
+                if r.reason.startswith("no Grid2Op snapshot"):
                     continue
-                ok, rho = r["ok"], r["max_rho"]
+                ok, rho = r.ok, r.info["max_rho"]
             if ok and rho is not None:
                 out.append((float(rho), int(c["action"]), str(c.get("what", ""))))
         return sorted(out)
@@ -358,7 +386,8 @@ class GreedyExpert(Expert):
         if state["max_rho"] > self.danger:
             base = state.get("do_nothing_sim")
             if base is None and self.adapter is not None:
-                base = self.adapter.simulate(state, 0)
+                sim = self.adapter.simulate(state, 0)
+                base = {"ok": sim.ok, "max_rho": sim.info["max_rho"]}
             base_rho = base["max_rho"] if base and base.get("ok") else float("inf")
             return best if best_rho < base_rho - 1e-3 else 0
         restoring = [(r, i) for r, i, w in scores if w.startswith(("switch line", "merge")) and r < self.danger]

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("grid2op")
 pytest.importorskip("lightsim2grid")
 
-from guidedrl.envs import InvalidAction  # noqa: E402
+from guidedrl.envs import InvalidAction, SimResult  # noqa: E402
 from guidedrl.registry import ENVS, make_adapter  # noqa: E402
 from guidedrl_env_grid2op import PROMPT_BOUND, GreedyExpert  # noqa: E402
 
@@ -158,13 +158,18 @@ def test_simulate_through_obs_simulate(adapter, env):
     obs, info = env.reset(seed=0, options={"chronic": 0})
     state = adapter.describe(obs, info).state
     base = adapter.simulate(state, 0)
-    assert base["ok"] and 0 < base["max_rho"] < 2 and 0 < base["reward"] <= 1
+    assert isinstance(base, SimResult)  # core's result type, as every adapter's simulate answers
+    assert base.ok and 0 < base.info["max_rho"] < 2 and 0 < base.reward <= 1 and base.done is False
+    # the simulated next observation is the env's Box vector one step on
+    nxt = np.asarray(base.info["obs_next"], dtype=np.float32)
+    assert nxt.shape == obs.shape and adapter.describe(nxt).state["step"] == 1
     line_off = adapter.simulate(state, {"kind": "line", "line": int(np.argmax(state["rho"])), "status": "off"})
-    assert line_off["ok"] is False or line_off["max_rho"] != base["max_rho"]
+    assert line_off.ok is False or line_off.info["max_rho"] != base.info["max_rho"]
     bad = adapter.simulate(state, {"kind": "substation", "substation": 99, "bus_layout": [1]})
-    assert bad["ok"] is False and "substation 99 does not exist" in bad["reason"]
+    assert bad.ok is False and "substation 99 does not exist" in bad.reason and bad.reward is None
+    assert "obs_next" not in bad.info
     unknown = adapter.simulate({**state, "snapshot": "0000000000000000"}, 0)
-    assert unknown["ok"] is False and "no Grid2Op snapshot" in unknown["reason"]
+    assert unknown.ok is False and "no Grid2Op snapshot" in unknown.reason
     # a state that went through JSON (a prompt) still finds its observation
     assert adapter.simulate(json.loads(adapter.describe(obs, info).json()), 0) == base
     # an old state (a replayed transition) simulates the same after the env moved on and reset
@@ -203,6 +208,27 @@ def test_describe_names_overloads_and_gives_simulated_candidates(adapter, env):
     subs = {adapter.vocabulary.to_structured(c["action"]).get("substation") for c in s["candidates"]}
     assert ends & subs  # splits at the overloaded line's substations are shortlisted
     assert set(s["elements"]) >= {str(x) for x in ends & subs}
+
+
+def test_describe_is_cached_per_state_and_hands_out_copies(adapter, env, monkeypatch):
+    obs, info = _stressed(env, adapter)
+    calls = []
+    real = type(adapter).simulate
+    monkeypatch.setattr(type(adapter), "simulate", lambda self, st, a: calls.append(a) or real(self, st, a))
+    first = adapter.describe(obs, info)
+    n = len(calls)
+    assert n == len(first.state["candidates"]) + 1  # in danger: the shortlist and doing nothing
+    first.state["candidates"].clear()  # a caller's edit does not reach the cache
+    again = adapter.describe(obs)  # by the observation alone (the same snapshot key)
+    assert len(calls) == n and again.text == first.text and len(again.state["candidates"]) == n - 1
+    # the same observation reported again by an env (other recent actions) is described anew
+    g2obs, recent, made_by = adapter.snapshot(obs)
+    adapter._remember(again.state["snapshot"], g2obs, [*recent, 0], env=made_by)
+    anew = adapter.describe(obs).state
+    assert len(calls) == 2 * n and anew["recent_actions"][-1] == {"kind": "do_nothing"}
+    assert {k: v for k, v in anew.items() if k != "recent_actions"} == {
+        k: v for k, v in again.state.items() if k != "recent_actions"
+    }
 
 
 def test_expert_acts_from_the_json_state_alone(adapter, env):
@@ -286,7 +312,7 @@ def test_the_67k_grid_builds_and_its_prompt_stays_bounded():
         obs, info = env.reset(seed=0)
         s = big.describe(obs, info).state
         assert len(json.dumps(s)) < 8000
-        assert big.simulate(s, 0)["ok"]
+        assert big.simulate(s, 0).ok
         obs, r, term, trunc, info = env.step(big.expert.act(s))
         assert not term
     finally:

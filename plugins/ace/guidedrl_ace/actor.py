@@ -42,8 +42,9 @@ def low_reward_steps(config: AceConfig, episode: Episode) -> list[int]:
 
 
 def simulate(adapter: Any, state: Any, action: Any) -> dict[str, Any]:
-    """``adapter.simulate`` as a dict ``{ok, reward, reason, obs_next}`` (Grid2Op's adapter answers a
-    dict; a ``SimResult``-like object or ``None`` — cannot simulate — are read too)."""
+    """``adapter.simulate`` as a dict ``{ok, reward, reason, obs_next}``: a core ``SimResult`` (what
+    the Grid2Op adapter answers; the simulated next observation in ``info["obs_next"]``), a plain dict
+    from a third-party adapter, or ``None`` (cannot simulate) are read alike."""
     try:
         result = adapter.simulate(state, action)
     except Exception as exc:  # noqa: BLE001 - an adapter's error is a failed check, not a crash
