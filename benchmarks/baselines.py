@@ -15,7 +15,8 @@ mean over seeds:
   because the machine is shared; torch runs with one thread in both.
 
 Each (task, library, seed) runs in its own subprocess, libraries alternating which goes first per
-seed. Results go to ``benchmarks/results/baselines/`` (``results.json`` and ``README.md``).
+seed; each leaves its run in ``OUT/runs/``, so a killed benchmark started again with the same
+arguments goes on where it stopped. Results go to ``benchmarks/results/baselines/`` (``results.json`` and ``README.md``).
 
 SB3 is an optional dependency of this benchmark only (not of guidedrl)::
 
@@ -291,6 +292,9 @@ def main() -> None:
         lib, name, seed, steps, eval_every = args.child[0], args.child[1], *map(int, args.child[2:])
         task = attrs.evolve(ALL[name], steps=steps, eval_every=eval_every)
         run = (run_guidedrl if lib == "guidedrl" else run_sb3)(task, seed)
+        path = _run_file(Path(args.out), name, task, lib, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run))  # what a killed benchmark resumes from
         print(json.dumps(run))
         return
     names = [n.strip() for n in args.tasks.split(",") if n.strip()] + (list(EXTENDED) if args.extended else [])
@@ -313,11 +317,16 @@ def main() -> None:
 
         def child(job: tuple[str, int], name: str = name, task: Task = task) -> None:
             lib, seed = job
-            argv = [sys.executable, __file__, "--child", lib, name, str(seed), str(task.steps), str(task.eval_every)]
-            proc = subprocess.run(argv, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{lib} {name} seed {seed} failed:\n{proc.stderr[-3000:]}")
-            done[job] = r = json.loads(proc.stdout.strip().splitlines()[-1])
+            path = _run_file(out, name, task, lib, seed)
+            if path.exists():  # finished by an earlier, interrupted invocation
+                done[job] = r = json.loads(path.read_text())
+            else:
+                argv = [sys.executable, __file__, "--child", lib, name, str(seed), str(task.steps), str(task.eval_every),
+                        "--out", str(out)]
+                proc = subprocess.run(argv, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{lib} {name} seed {seed} failed:\n{proc.stderr[-3000:]}")
+                done[job] = r = json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"  {name} seed {seed} {lib:8s} final {r['curve'][-1][1]:8.1f}  train CPU {r['train_cpu_s']:6.1f} s",
                   file=sys.stderr, flush=True)
 
@@ -332,6 +341,11 @@ def main() -> None:
         }
         (out / "results.json").write_text(json.dumps(results, indent=1))  # after every task: a kill keeps what ran
     _report(results, out, f"`nice -n 10 python benchmarks/baselines.py --jobs {args.jobs}`, {time.time() - t_start:.0f} s wall")
+
+
+def _run_file(out: Path, name: str, task: Task, lib: str, seed: int) -> Path:
+    """Where a child leaves its run: an interrupted benchmark, started again, skips the runs it finds."""
+    return out / "runs" / f"{name}-{task.steps}-{task.eval_every}-{lib}-seed{seed}.json"
 
 
 def _report(results: dict[str, Any], out: Path, how: str) -> None:
