@@ -16,7 +16,8 @@ mean over seeds:
 
 Each (task, library, seed) runs in its own subprocess, libraries alternating which goes first per
 seed; each leaves its run in ``OUT/runs/``, so a killed benchmark started again with the same
-arguments goes on where it stopped. Results go to ``benchmarks/results/baselines/`` (``results.json`` and ``README.md``).
+arguments goes on where it stopped. Results go to ``benchmarks/results/baselines/`` (``results.json``
+and ``README.md``).
 
 SB3 is an optional dependency of this benchmark only (not of guidedrl)::
 
