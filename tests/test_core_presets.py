@@ -36,12 +36,47 @@ def test_core_ships_the_classic_presets_each_citing_its_source():
         assert "Source: https://" in preset.path.read_text(), f"{name}: cite the source in the file"
 
 
-@pytest.mark.parametrize(("name", "env", "algo"), sorted(SHIPPED))
+#: Presets the env adapters in this repository ship (name, env, algo, distribution).
+ADAPTER_SHIPPED = {
+    ("hopper-v5-ppo", "Hopper-v5", "ppo", "guidedrl-env-mujoco"),
+    ("hopper-v5-sac", "Hopper-v5", "sac", "guidedrl-env-mujoco"),
+    ("ale-pong-ram-v5-ppo", "ALE/Pong-ram-v5", "ppo", "guidedrl-env-atari"),
+}
+
+
+def test_adapters_ship_the_mujoco_and_atari_presets_each_citing_the_zoo_and_what_it_could_not_map():
+    for name, env, algo, origin in ADAPTER_SHIPPED:
+        preset = presets.available()[name]
+        assert (preset.env, preset.algo, preset.origin) == (env, algo, origin)
+        assert preset.source.startswith("https://github.com/DLR-RM/rl-baselines3-zoo/blob/master/hyperparams/")
+        text = preset.path.read_text()
+        assert "Source: https://" in text and "Mapping:" in text, f"{name}: cite the source and say how it maps"
+        assert presets.for_run(env, algo) == preset, "--preset auto picks it for its env and algo"
+    hopper_ppo = presets.available()["hopper-v5-ppo"].path.read_text()
+    assert "log_std_init" in hopper_ppo and "normalize" in hopper_ppo, "says which zoo options guidedrl cannot express"
+
+
+def test_each_adapter_preset_is_for_an_env_its_own_distribution_registers():
+    from guidedrl.registry import ENVS
+
+    for name, env, _, _ in ADAPTER_SHIPPED:
+        entry = ENVS.get(env)
+        assert entry is not None, f"{name}: {env!r} is not a registered env id, so --preset auto never picks it"
+        package = entry.factory.__module__.split(".")[0]
+        assert presets.available()[name].path.parent.parent.name == package, f"{name}: ship it with the adapter of {env!r}"
+
+
+ALL_SHIPPED = sorted(SHIPPED | {(n, e, a) for n, e, a, _ in ADAPTER_SHIPPED})
+
+
+@pytest.mark.parametrize(("name", "env", "algo"), ALL_SHIPPED)
 def test_every_shipped_preset_builds_a_valid_config(name, env, algo):
-    config = from_dict({"env": env, "algo": algo, "preset": name})
-    section = getattr(config, algo)
-    for key, value in presets.available()[name].settings[algo].items():
-        assert getattr(section, key) == (tuple(value) if isinstance(value, list) else value), key
+    config = from_dict({"env": env, "algo": algo, "preset": name})  # an unknown key would raise here
+    assert config.preset == name
+    for section_name, values in presets.available()[name].settings.items():
+        section = getattr(config, section_name)
+        for key, value in values.items():
+            assert getattr(section, key) == (tuple(value) if isinstance(value, list) else value), f"{section_name}.{key}"
 
 
 def test_auto_is_the_default_and_picks_the_preset_of_env_and_algo():

@@ -58,6 +58,7 @@ def main() -> None:
     out = args.out or f"runs/experts/{args.env}"
     data = {
         "env": args.env, "algo": args.algo, "steps": args.steps, "seed": args.seed, "out": out,
+        "preset": "none",  # the shipped experts were trained with these settings alone (export assumes tanh for PPO)
         args.algo: PPO if args.algo == "ppo" else SAC,
         "train": {"epoch_steps": 10_000, "test_episodes": 5, "num_test_envs": 5, **({"num_envs": 1} if args.algo == "sac" else {})},
     }
