@@ -32,6 +32,7 @@ from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 from tianshou.algorithm.modelfree.reinforce import DiscreteActorPolicy, ProbabilisticActorPolicy
 from tianshou.algorithm.modelfree.sac import AutoAlpha, SACPolicy
 from tianshou.algorithm.optim import AdamOptimizerFactory
+from tianshou.data import Batch
 from tianshou.utils.net.common import Net
 from tianshou.utils.net.continuous import ContinuousActorProbabilistic, ContinuousCritic
 from tianshou.utils.net.discrete import DiscreteActor, DiscreteCritic
@@ -42,6 +43,24 @@ from guidedrl.train import hooks
 if TYPE_CHECKING:
     from guidedrl.config import RunConfig
     from guidedrl.context import RunContext
+
+
+class _Optimizer(Algorithm.Optimizer):
+    """Tianshou's optimiser wrapper, with the parameters to clip listed once: Tianshou's ``step`` walks
+    the module tree for them on every gradient step. Same parameters in the same order, so the same
+    clipping; the module's parameters do not change after construction (the torch optimiser holds
+    them too)."""
+
+    def __init__(self, optim: torch.optim.Optimizer, module: torch.nn.Module, max_grad_norm: float | None = None) -> None:
+        super().__init__(optim, module, max_grad_norm=max_grad_norm)
+        self._params = list(module.parameters())
+
+    def step(self, loss: torch.Tensor, retain_graph: bool | None = None, create_graph: bool = False) -> None:
+        self._optim.zero_grad()
+        loss.backward(retain_graph=retain_graph, create_graph=create_graph)
+        if self._max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self._params, max_norm=self._max_grad_norm)
+        self._optim.step()
 
 
 class _GuidedOptimizer:
@@ -72,6 +91,7 @@ class GuidedAlgorithmMixin:
     _guided_ctx: RunContext
     _guided_hooks: hooks.HookSet
     _guided_batch: Any = None
+    Optimizer = _Optimizer  # what Tianshou's ``_create_optimizer`` wraps each torch optimiser in
 
     def attach_guidance(self, ctx: RunContext, hook_set: hooks.HookSet, optimizer_attr: str) -> None:
         self._guided_ctx = ctx
@@ -122,6 +142,19 @@ class GuidedAlgorithmMixin:
 
 class GuidedPPO(GuidedAlgorithmMixin, PPO):
     """Tianshou's PPO with guidance hooks."""
+
+    _UPDATE_KEYS = ("obs", "act", "info", "adv", "returns", "v_s", "logp_old")
+    """What PPO's minibatch loop reads (the policy: ``obs``, ``info``; the losses: the rest)."""
+
+    def _update_with_batch(self, batch: Any, batch_size: int | None, repeat: int) -> Any:
+        # PPO's loop splits the rollout into shuffled minibatches `repeat` times, and each split
+        # indexes every column (rew, obs_next, the done flags, policy.*, ...) though it reads only
+        # these; the same permutations (np.random) select the same rows. update_policy hooks still
+        # get the whole batch (_guided_batch). Recomputed advantages need the whole rollout.
+        if not self.recompute_adv:
+            keys = batch.get_keys()
+            batch = Batch({k: batch[k] for k in self._UPDATE_KEYS if k in keys})
+        return super()._update_with_batch(batch, batch_size, repeat)
 
 
 class GuidedDQN(GuidedAlgorithmMixin, DQN):
@@ -238,6 +271,14 @@ def build_algorithm(config: RunConfig, env: gym.Env, device: torch.device) -> tu
     return spec.build(config, env, device)
 
 
+def _categorical(probs: torch.Tensor) -> torch.distributions.Categorical:
+    """PPO's action distribution (the actor ends in a softmax), without torch's argument checks: they
+    run on every forward pass (each env step, each minibatch) and only turn non-finite outputs into a
+    ValueError; the values are the same. A loss that became non-finite still stops the run
+    (``hooks.check_losses``), and sampling refuses NaN probabilities."""
+    return torch.distributions.Categorical(probs=probs, validate_args=False)
+
+
 def _build_ppo(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[Algorithm, str]:
     state_shape, act_space = env.observation_space.shape, env.action_space
     discrete = isinstance(act_space, gym.spaces.Discrete)
@@ -249,7 +290,7 @@ def _build_ppo(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[A
         )
         critic = DiscreteCritic(preprocess_net=Net(state_shape=state_shape, hidden_sizes=c.hidden, activation=act_fn))
         policy: ProbabilisticActorPolicy = DiscreteActorPolicy(
-            actor=actor, dist_fn=torch.distributions.Categorical, action_space=act_space, deterministic_eval=True
+            actor=actor, dist_fn=_categorical, action_space=act_space, deterministic_eval=True
         )
     else:
         actor = ContinuousActorProbabilistic(
@@ -261,7 +302,8 @@ def _build_ppo(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[A
 
         def dist_fn(loc_scale: tuple[torch.Tensor, torch.Tensor]) -> torch.distributions.Distribution:
             loc, scale = loc_scale
-            return torch.distributions.Independent(torch.distributions.Normal(loc, scale), 1)
+            normal = torch.distributions.Normal(loc, scale, validate_args=False)  # see _categorical
+            return torch.distributions.Independent(normal, 1, validate_args=False)
 
         policy = ProbabilisticActorPolicy(
             actor=actor, dist_fn=dist_fn, action_space=act_space, deterministic_eval=True, action_bound_method="clip"

@@ -205,6 +205,7 @@ class MultiAgentCollector(GuidedCollector):
     episodes for ``identify_critical_states``."""
 
     env: AgentVectorEnv
+    lean_steps = False  # Tianshou's own loop: the joint-step layout was not checked against the lean one
 
     def __init__(self, *args: Any, obs_shapes: Sequence[tuple[int, ...]], **kwargs: Any) -> None:
         self._obs_shapes = list(obs_shapes)

@@ -1,0 +1,177 @@
+"""guidedrl's faster paths through Tianshou give exactly Tianshou's results.
+
+- The training collector's lean step loop (``GuidedCollector.lean_steps``) stores what Tianshou's
+  ``Collector._collect`` stores: every buffer column, the episode returns, the stored indices each
+  transition is shaped at, the episodes handed to ``identify_critical_states`` and the torch RNG
+  state afterwards (so the actions sampled next are the same too).
+- ``GuidedPPO``'s update (minibatches cut from the columns PPO reads, parameters to clip listed once)
+  gives the same losses and the same weights as Tianshou's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from guidedrl_core_testkit import AlwaysAction, EpisodeRecorder, L2Loss, guided_algorithm
+from tianshou.algorithm import PPO
+from tianshou.algorithm.algorithm_base import Algorithm
+from tianshou.data import Batch, VectorReplayBuffer
+from tianshou.utils.torch_utils import policy_within_training_step
+
+from guidedrl.train import numba_cache
+from guidedrl.train.algorithms import GuidedAlgorithmMixin, GuidedPPO
+from guidedrl.train.collector import GuidedCollector, _stack_numeric_infos
+from guidedrl.train.hooks import HookSet
+from guidedrl.train.vector import make_vector_env
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _as_in_a_run():
+    numba_cache.enable()  # the buffers' kernels from disk, as in every run (else ~20 s of compiling here)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as runs do (train.torch_threads); tiny batches crawl on a busy machine otherwise
+    yield
+    torch.set_num_threads(threads)
+
+
+def _collect(algorithm, ctx, *, lean: bool, num_envs: int, per_env: int, n_step: int, calls: int, random_first: bool):
+    torch.manual_seed(123)
+    np.random.seed(123)
+    venv = make_vector_env(ctx.adapter, num_envs, "dummy", seed=7)
+    buffer = VectorReplayBuffer(per_env * num_envs, num_envs)
+    collector = GuidedCollector(algorithm, venv, buffer, exploration_noise=True, ctx=ctx, hook_set=HookSet(ctx.pm))
+    collector.lean_steps = lean
+    collector.reset()
+    stats, indices = [], []
+    try:
+        with policy_within_training_step(algorithm.policy), torch.no_grad():
+            for i in range(calls):
+                stats.append(collector.collect(n_step=n_step, random=random_first and i == 0))
+                indices.append(collector.new_indices())
+                collector.shape_new_transitions()
+    finally:
+        venv.close()
+    return buffer, stats, indices, collector.pop_finished(), torch.get_rng_state()
+
+
+def _assert_same_batch(a: Batch, b: Batch, where: str = "") -> None:
+    assert set(a.get_keys()) == set(b.get_keys()), where
+    for key in a.get_keys():
+        x, y = a[key], b[key]
+        if isinstance(x, Batch):
+            _assert_same_batch(x, y, f"{where}.{key}")
+        else:
+            assert x.dtype == y.dtype, f"{where}.{key}"
+            np.testing.assert_array_equal(x, y, err_msg=f"{where}.{key}")
+
+
+@pytest.mark.parametrize(
+    ("algo", "env", "plugins"),
+    [
+        ("ppo", "CartPole-v1", {}),
+        # advice on env 1 and the step hook that assembles episodes for identify_critical_states
+        ("ppo", "CartPole-v1", {"advice": AlwaysAction(1, envs=(1,)), "recorder": EpisodeRecorder()}),
+        ("ppo", "Pendulum-v1", {}),  # Gaussian policy, episodes end by truncation
+        ("dqn", "CartPole-v1", {}),  # exploration noise; the first collection random (warm-up)
+    ],
+    ids=["ppo-cartpole", "ppo-cartpole-guided", "ppo-pendulum", "dqn-cartpole"],
+)
+def test_lean_steps_store_what_tianshous_loop_stores(tmp_path, algo, env, plugins):
+    algorithm, ctx = guided_algorithm(tmp_path, algo, env, plugins)
+    # 3 envs and 100 steps per call: each call overshoots to 102, as Tianshou's does; 40 slots per env
+    # make the buffer wrap around mid-episode
+    kwargs = dict(num_envs=3, per_env=40, n_step=100, calls=4 if env == "CartPole-v1" else 8, random_first=algo == "dqn")
+    lean = _collect(algorithm, ctx, lean=True, **kwargs)
+    tianshou = _collect(algorithm, ctx, lean=False, **kwargs)
+
+    buffer, stats, indices, finished, rng = lean
+    t_buffer, t_stats, t_indices, t_finished, t_rng = tianshou
+    assert len(buffer) == len(t_buffer) == 120
+    _assert_same_batch(buffer[np.arange(len(buffer))], t_buffer[np.arange(len(t_buffer))], "buffer")
+    np.testing.assert_array_equal(buffer.last_index, t_buffer.last_index)
+    assert sum(s.n_collected_episodes for s in stats) > 0  # episodes ended during the comparison
+    for s, t in zip(stats, t_stats, strict=True):
+        assert (s.n_collected_steps, s.n_collected_episodes) == (t.n_collected_steps, t.n_collected_episodes)
+        np.testing.assert_array_equal(s.returns, t.returns)
+    for i, t in zip(indices, t_indices, strict=True):
+        np.testing.assert_array_equal(i, t)
+    assert len(finished) == len(t_finished)
+    for e, t in zip(finished, t_finished, strict=True):
+        for key in ("obs", "act", "rew", "obs_next", "indices"):
+            np.testing.assert_array_equal(getattr(e, key), getattr(t, key))
+        assert (e.env_id, e.start_step, e.terminated) == (t.env_id, t.start_step, t.terminated)
+    if "recorder" in plugins:
+        assert finished  # the step hook ran
+        assert buffer.policy.advised[buffer.info.env_id == 1].all() and not buffer.policy.advised[buffer.info.env_id != 1].any()
+    assert torch.equal(rng, t_rng)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"env_id": 0}, {"env_id": 1}],
+        [{"x": 1.5, "ok": True, "n": np.int32(3), "v": np.array([1.0, 2.0], np.float32)},
+         {"x": 2, "ok": False, "n": np.int32(4), "v": np.array([3.0, 4.0], np.float32)}],
+        [{"f": np.float32(1.0)}, {"f": np.float32(2.5)}],
+    ],
+)
+def test_numeric_info_rows_stack_as_tianshou_stacks_them(rows):
+    infos = np.array(rows, dtype=object)
+    fast = _stack_numeric_infos(infos)
+    assert fast is not None
+    _assert_same_batch(fast, Batch(info=infos).info)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"env_id": 0}, {}],  # a row just reset
+        [{}, {}],
+        [{"a": 1}, {"b": 1}],  # different keys
+        [{"s": "text"}, {"s": "more"}],
+        [{"d": {"x": 1}}, {"d": {"x": 2}}],  # nested: Tianshou nests a Batch
+        [{"t": torch.zeros(2)}, {"t": torch.ones(2)}],  # Tianshou keeps tensors
+        [{"v": np.zeros(2)}, {"v": np.zeros(3)}],  # ragged
+        [{"n": None}, {"n": None}],
+        [{"big": 2**70}, {"big": 1}],
+    ],
+)
+def test_other_info_rows_are_left_to_tianshou(rows):
+    assert _stack_numeric_infos(np.array(rows, dtype=object)) is None
+
+
+@pytest.mark.parametrize(
+    ("env", "plugins"),
+    [
+        ("CartPole-v1", dict),
+        # advised steps (advantages zeroed after normalisation) and an update_policy loss term
+        ("CartPole-v1", lambda: {"advice": AlwaysAction(1, envs=(0,)), "l2": L2Loss(coef=1e-3)}),
+        ("Pendulum-v1", dict),
+    ],
+    ids=["cartpole", "cartpole-guided", "pendulum"],
+)
+def test_guided_ppo_update_is_tianshous_bit_for_bit(tmp_path, monkeypatch, env, plugins):
+    config = {"ppo": {"max_grad_norm": 0.5, "advantage_normalization": True}}
+    lean, ctx = guided_algorithm(tmp_path / "lean", "ppo", env, plugins(), **config)
+    with monkeypatch.context() as m:  # Tianshou's own update loop and optimiser wrapper
+        m.setattr(GuidedAlgorithmMixin, "Optimizer", Algorithm.Optimizer)
+        m.setattr(GuidedPPO, "_update_with_batch", PPO._update_with_batch)
+        plain, _ = guided_algorithm(tmp_path / "plain", "ppo", env, plugins(), **config)
+        assert type(getattr(plain.optim, "_inner", plain.optim)) is Algorithm.Optimizer
+    plain.load_state_dict(lean.state_dict())
+    start = {k: v.clone() for k, v in lean.state_dict().items() if isinstance(v, torch.Tensor)}
+    buffer = _collect(lean, ctx, lean=True, num_envs=4, per_env=64, n_step=256, calls=1, random_first=False)[0]
+    results = []
+    for algorithm in (lean, plain):
+        np.random.seed(5)  # minibatch permutations
+        torch.manual_seed(5)  # the policy's samples in each forward pass
+        with policy_within_training_step(algorithm.policy):
+            stats = [algorithm.update(buffer=buffer, batch_size=64, repeat=3) for _ in range(2)]
+        results.append(([s.get_loss_stats_dict() for s in stats], algorithm.state_dict(), algorithm.pop_guidance_stats()))
+    (losses, weights, guidance), (t_losses, t_weights, t_guidance) = results
+    assert losses == t_losses
+    assert guidance == t_guidance and bool(guidance) == ("l2" in plugins())
+    assert any(not torch.equal(start[k], weights[k]) for k in start)  # it learnt something
+    for key in start:
+        assert torch.equal(weights[key], t_weights[key]), key
