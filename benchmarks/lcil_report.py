@@ -1,6 +1,7 @@
 """The report step of the LCIL benchmark run as sweeps (``benchmarks/lcil.toml``, ``lcil_transfer.toml``).
 
     python benchmarks/lcil_report.py SWEEP_DIR [--out DIR]   # SWEEP_DIR holds train/ and transfer/
+    python benchmarks/lcil_report.py SWEEP_DIR --run [--parallel 2] [--seeds 0-2]   # run both sweeps first
 
 Reads the two sweeps' run directories, adds what is not training (the expert coordinator's and a
 random policy's returns on the same test episodes, zero-shot evaluation of the human-machine
@@ -17,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
 
 import lcil as bench  # noqa: E402  (the reference, zero-shot and report code of benchmarks/lcil.py)
 
@@ -48,15 +50,82 @@ def _summary_of(run_dir: Path, rows: list[dict]) -> dict:
             "online_s": last.get("time/online_s", 0.0)}
 
 
+def _job(spec: dict) -> dict:
+    """One reference or zero-shot evaluation (defined here, in ``__main__``, so Ray ships it by value:
+    its workers cannot import ``benchmarks/lcil.py`` by name)."""
+    sys.path.insert(0, spec.pop("_benchmarks"))
+    import lcil
+
+    return lcil.job(spec)
+
+
+def _evaluate(specs: dict) -> dict:
+    """The evaluations, as Ray tasks when this process has Ray up (``--run``), else one by one."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return {key: bench.job(spec) for key, spec in specs.items()}
+    remote = ray.remote(num_cpus=1, max_retries=0)(_job)
+    here = str(Path(__file__).resolve().parent)
+    refs = {key: remote.remote({**spec, "_benchmarks": here}) for key, spec in specs.items()}
+    return {key: ray.get(ref) for key, ref in refs.items()}
+
+
+def _run_stages(sweep_dir: Path, *, parallel: int, seeds: str | None) -> None:
+    """Both stage sweeps (``lcil.toml`` into SWEEP_DIR/train, ``lcil_transfer.toml`` into
+    SWEEP_DIR/transfer) on one Ray instance, which stays up for the report's evaluations: its workers
+    (and their imports) serve every trial, where two ``guidedrl sweep`` commands start two instances."""
+    import attrs
+
+    from guidedrl.sweep import choose_backend, load_sweep, parse_seeds, run_sweep
+
+    backend = choose_backend("auto", parallel=parallel, address=None)
+    started = False
+    if backend == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=parallel, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+            started = True
+    try:
+        for toml, stage in (("lcil.toml", "train"), ("lcil_transfer.toml", "transfer")):
+            sweep = load_sweep(ROOT / toml)
+            if seeds is not None:
+                sweep = attrs.evolve(sweep, seeds=parse_seeds(seeds))
+            record = run_sweep(sweep, sweep_dir / stage, backend=backend, parallel=parallel, report=False)
+            if record["counts"]["failed"]:
+                raise SystemExit(f"{sweep_dir / stage}: trials failed; their logs are in {sweep_dir / stage / 'logs'}")
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep_dir", type=Path)
     ap.add_argument("--test-episodes", type=int, default=8)
     ap.add_argument("--out", type=Path, default=None, help="where README.md, results.json, curves.png go (default: SWEEP_DIR)")
+    ap.add_argument("--run", action="store_true",
+                    help="run both stage sweeps first, on one Ray instance that also runs the report's evaluations")
+    ap.add_argument("--parallel", type=int, default=2, help="with --run: trials at once (default 2)")
+    ap.add_argument("--seeds", default=None, help="with --run: seeds instead of the TOMLs' (e.g. 0-1)")
     args = ap.parse_args()
-    from guidedrl.records import read_metrics
 
     t0 = time.time()
+    if args.run:
+        _run_stages(args.sweep_dir, parallel=args.parallel, seeds=args.seeds)
+    try:
+        _report(args, t0)
+    finally:
+        ray = sys.modules.get("ray")
+        if args.run and ray is not None and ray.is_initialized():
+            ray.shutdown()
+
+
+def _report(args: argparse.Namespace, t0: float) -> None:
+    from guidedrl.records import read_metrics
+
     train, train_def = _load(args.sweep_dir / "train")
     transfer, _ = _load(args.sweep_dir / "transfer")
     results: dict = {}
@@ -93,16 +162,19 @@ def main() -> None:
                 "summary": _summary_of(run_dir, rows), "rows": rows, "run_dir": str(run_dir)}
     seeds = sorted(seeds)
     eps = args.test_episodes
+    specs = {}  # what is not training: the references and the zero-shot evaluations (benchmarks/lcil.py's jobs)
     for dom in domains + transfer_to:
         for s in seeds:
             env = f"factory:{dom}-v0"
-            results[("expert", dom, s)] = bench.expert_reference(env, seed=s, episodes=eps)
-            results[("random", dom, s)] = bench.random_reference(env, seed=s, episodes=eps)
+            specs[("expert", dom, s)] = {"kind": "expert", "env": env, "seed": s, "episodes": eps}
+            specs[("random", dom, s)] = {"kind": "random", "env": env, "seed": s, "episodes": eps}
     for method in ("lcil", "ppo"):
         for s in seeds:
             src = results[(method, "human-machine", s)]["run_dir"]
             for dom in transfer_to:
-                results[("zero_shot", method, dom, s)] = bench.zero_shot(src, f"factory:{dom}-v0", seed=s, episodes=eps)
+                specs[("zero_shot", method, dom, s)] = {"kind": "zero_shot", "run_dir": src, "env": f"factory:{dom}-v0",
+                                                        "seed": s, "episodes": eps}
+    results.update(_evaluate(specs))
     arms = {a["name"]: a["set"] for a in train_def["sweep"]["arms"]}
     budgets = {
         "ppo_steps": max(results[("ppo", d, s)]["summary"]["env_steps"] for d in domains for s in seeds),
@@ -114,7 +186,8 @@ def main() -> None:
         "target_demo_episodes": target_demos,
         "long_cap": long_cap,
     }
-    wall = train["wall_s"] + transfer["wall_s"] + (time.time() - t0)
+    # with --run, t0 is before the stage sweeps; without, their recorded walls are added
+    wall = time.time() - t0 if args.run else train["wall_s"] + transfer["wall_s"] + (time.time() - t0)
     out = args.out or args.sweep_dir
     bench.report(results, seeds=seeds, domains=domains, transfer_to=transfer_to, out=out, wall=wall,
                  budgets=budgets)
