@@ -4,6 +4,7 @@ raylet and object store, one CPU each), driven by the CLI from another process a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -15,14 +16,11 @@ pytestmark = pytest.mark.slow
 pytest.importorskip("ray", reason="Ray is part of the test extra: pip install -e '.[test]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-TINY = {
-    "env": "CartPole-v1",
-    "algo": "ppo",
-    "steps": 512,
-    "ppo": {"steps_per_collect": 256, "repeat": 1, "batch_size": 128},
-    "train": {"num_envs": 2, "epoch_steps": 256, "test_episodes": 2, "num_test_envs": 2},
-    "sweep": {"seeds": [0, 1], "grid": {"ppo.lr": [1e-3, 3e-4]}},
-}
+_spec = importlib.util.spec_from_file_location("_sweep_checks", Path(__file__).with_name("test_sweep.py"))
+checks = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(checks)  # the shared tiny run (importlib import mode: no test-to-test imports)
+
+SWEEP = {**checks.TINY, "sweep": {"seeds": [0, 1], "grid": {"ppo.lr": [1e-3, 3e-4]}}}
 
 
 @pytest.fixture
@@ -37,7 +35,7 @@ def two_node_cluster():
 
 def test_a_sweep_joins_a_running_two_node_cluster_and_uses_both_nodes(two_node_cluster, guidedrl_script, tmp_path):
     spec = tmp_path / "sweep.toml"
-    spec.write_text(tomli_w.dumps(TINY))
+    spec.write_text(tomli_w.dumps(SWEEP))
     out = tmp_path / "out"
     cmd = [str(guidedrl_script), "sweep", str(spec), "--out", str(out), "--address",
            two_node_cluster.address, "--quiet"]
