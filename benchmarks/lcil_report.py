@@ -31,6 +31,8 @@ def _domain(env: str) -> str:
 def _load(sweep_dir: Path) -> tuple[dict, dict]:
     from guidedrl.config import load
 
+    if not (sweep_dir / "sweep.json").exists():
+        raise SystemExit(f"{sweep_dir}: no finished sweep here (sweep.json); run the stage sweeps first, or pass --run")
     record = json.loads((sweep_dir / "sweep.json").read_text())
     failed = [t["id"] for t in record["trials"] if t["status"] == "failed"]
     if failed:
