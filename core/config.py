@@ -144,6 +144,14 @@ class DQNConfig:
     """Exploration rate in test episodes."""
     start_steps: int = attrs.field(default=1000, validator=_nonneg)
     """Random-policy steps before learning starts."""
+    double: bool = True
+    """Double-DQN targets (the online net picks the next action, the target net values it); false:
+    the plain DQN target, max over the target net (SB3's DQN)."""
+    huber_delta: float = attrs.field(default=0.0, validator=_nonneg)
+    """Huber (smooth L1) TD loss with this delta (SB3's DQN: 1.0); 0: squared error. Tianshou's Huber
+    loss does not weight transitions, so a prioritised buffer's importance weights are not applied."""
+    max_grad_norm: float = attrs.field(default=0.0, validator=_nonneg)
+    """Gradients are clipped to this global norm (SB3's DQN: 10); 0: no clipping."""
 
 
 @attrs.frozen(kw_only=True)

@@ -226,6 +226,22 @@ def test_dqn_exploration_decays_linearly_then_stays():
         assert algorithm.policy.eps_training == pytest.approx(eps)
 
 
+def test_dqn_preset_has_sb3s_target_loss_and_clipping_and_clipping_bounds_the_gradient():
+    import torch
+
+    algorithm, _ = _algorithm({"env": "CartPole-v1", "algo": "dqn"})  # the preset: SB3's DQN choices
+    assert (algorithm.is_double, algorithm.huber_loss_delta, algorithm.optim._max_grad_norm) == (False, 1.0, 10.0)
+    plain, _ = _algorithm({"env": "CartPole-v1", "algo": "dqn", "preset": "none"})
+    assert (plain.is_double, plain.huber_loss_delta, plain.optim._max_grad_norm) == (True, None, None)
+
+    clipped, _ = _algorithm({"env": "CartPole-v1", "algo": "dqn", "preset": "none", "dqn": {"max_grad_norm": 0.01}})
+    for algo, bounded in ((clipped, True), (plain, False)):
+        q = algo.policy.model(torch.ones(4, 4))[0]
+        algo.optim.step((q * 1000).pow(2).mean())  # a huge loss: gradient norm far above 0.01
+        norm = torch.nn.utils.get_total_norm([p.grad for p in algo.policy.model.parameters()])
+        assert (float(norm) <= 0.01 + 1e-6) is bounded, float(norm)
+
+
 def test_ppo_init_and_activation_settings_build_the_sb3_style_networks():
     import torch
 

@@ -158,7 +158,14 @@ class GuidedPPO(GuidedAlgorithmMixin, PPO):
 
 
 class GuidedDQN(GuidedAlgorithmMixin, DQN):
-    """Tianshou's DQN with guidance hooks."""
+    """Tianshou's DQN with guidance hooks, and gradient clipping (Tianshou's DQN has none)."""
+
+    def __init__(self, *, max_grad_norm: float | None = None, **kwargs: Any) -> None:
+        self._dqn_max_grad_norm = max_grad_norm  # read by DQN.__init__ through _create_policy_optimizer
+        super().__init__(**kwargs)
+
+    def _create_policy_optimizer(self, optim: Any) -> Algorithm.Optimizer:
+        return self._create_optimizer(self.policy, optim, max_grad_norm=self._dqn_max_grad_norm)
 
 
 class GuidedSAC(GuidedAlgorithmMixin, SAC):
@@ -345,6 +352,9 @@ def _build_dqn(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[A
         gamma=c.gamma,
         n_step_return_horizon=c.n_step,
         target_update_freq=c.target_update_freq,
+        is_double=c.double,
+        huber_loss_delta=c.huber_delta or None,
+        max_grad_norm=c.max_grad_norm or None,
     )
     return algo, "optim"
 
