@@ -100,6 +100,8 @@ class PPOConfig:
     """Weight of the value loss in the loss."""
     max_grad_norm: float = attrs.field(default=0.5, validator=_pos)
     """Gradients are clipped to this global norm."""
+    adam_eps: float = attrs.field(default=1e-8, validator=_pos)
+    """Adam's epsilon (PyTorch's and Tianshou's default 1e-8; SB3 and CleanRL use 1e-5 for PPO)."""
     advantage_normalization: bool = False
     """Normalise advantages (per minibatch; per batch over the policy's own steps when actions are advised)."""
     activation: Literal["auto", "tanh", "relu"] = attrs.field(default="auto", validator=_choice("auto", "tanh", "relu"))

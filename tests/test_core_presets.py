@@ -251,6 +251,8 @@ def test_ppo_init_and_activation_settings_build_the_sb3_style_networks():
     head = actor.last.model[0].weight
     assert head.abs().max() < 0.05, "policy output starts near zero (gain 0.01): a near-uniform first policy"
     assert critic.last.model[0].weight.norm() > 0.5
+    assert algorithm.optim._optim.param_groups[0]["eps"] == 1e-5, "SB3's Adam epsilon for PPO"
     plain, _ = _algorithm({"env": "CartPole-v1", "algo": "ppo", "preset": "none"})
+    assert plain.optim._optim.param_groups[0]["eps"] == 1e-8
     assert any(isinstance(m, torch.nn.ReLU) for m in plain.policy.actor.modules())
     assert plain.policy.actor.last.model[0].weight.abs().max() > 0.05

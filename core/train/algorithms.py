@@ -322,7 +322,7 @@ def _build_ppo(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[A
     algo = GuidedPPO(
         policy=policy,
         critic=critic,
-        optim=AdamOptimizerFactory(lr=c.lr),
+        optim=AdamOptimizerFactory(lr=c.lr, eps=c.adam_eps),
         eps_clip=c.eps_clip,
         vf_coef=c.vf_coef,
         ent_coef=c.ent_coef,
