@@ -107,10 +107,15 @@ class PPOConfig:
     activation: Literal["auto", "tanh", "relu"] = attrs.field(default="auto", validator=_choice("auto", "tanh", "relu"))
     """Hidden-layer activation of actor and critic; ``auto``: ReLU for discrete actions, Tanh for
     continuous ones."""
-    init: Literal["orthogonal", "ppo"] = attrs.field(default="orthogonal", validator=_choice("orthogonal", "ppo"))
-    """Weight init: ``orthogonal`` (gain 1 everywhere), or ``ppo``, the usual PPO choice (SB3,
+    init: Literal["orthogonal", "ppo", "default"] = attrs.field(
+        default="orthogonal", validator=_choice("orthogonal", "ppo", "default")
+    )
+    """Weight init: ``orthogonal`` (gain 1 everywhere), ``ppo``, the usual PPO choice (SB3,
     CleanRL): gain sqrt(2) in hidden layers, 0.01 on the policy output (a near-uniform first policy)
-    and 1 on the value output."""
+    and 1 on the value output, or ``default``: PyTorch's own init (SB3's ``ortho_init=False``)."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of the action distribution, continuous actions only (0: std 1;
+    SB3's ``log_std_init``)."""
 
 
 @attrs.frozen(kw_only=True)

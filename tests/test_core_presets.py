@@ -242,6 +242,25 @@ def test_dqn_preset_has_sb3s_target_loss_and_clipping_and_clipping_bounds_the_gr
         assert (float(norm) <= 0.01 + 1e-6) is bounded, float(norm)
 
 
+def test_ppo_default_init_and_log_std_init_match_sb3s_ortho_init_false_and_log_std_init():
+    import torch
+
+    def first_layer(algorithm):
+        return next(m for m in algorithm.policy.actor.modules() if isinstance(m, torch.nn.Linear)).weight.detach()
+
+    cfg = {"env": "Pendulum-v1", "algo": "ppo", "preset": "none"}
+    orthogonal, _ = _algorithm(cfg)
+    default, _ = _algorithm({**cfg, "ppo": {"init": "default", "log_std_init": -2.0}})
+    w = first_layer(orthogonal)  # 64 x 3: orthonormal columns
+    assert torch.allclose(w.T @ w, torch.eye(3), atol=1e-5)
+    w = first_layer(default)  # PyTorch's kaiming-uniform: entries within 1/sqrt(fan_in), not orthonormal
+    assert w.abs().max() <= 1 / 3**0.5 and not torch.allclose(w.T @ w, torch.eye(3), atol=0.1)
+    assert torch.equal(orthogonal.policy.actor.sigma_param, torch.zeros(1, 1))
+    assert torch.equal(default.policy.actor.sigma_param, torch.full((1, 1), -2.0))
+    std = default.policy(__import__("tianshou").data.Batch(obs=torch.zeros(1, 3), info={})).dist.stddev
+    assert float(std) == pytest.approx(float(torch.tensor(-2.0).exp()))
+
+
 def test_ppo_init_and_activation_settings_build_the_sb3_style_networks():
     import torch
 

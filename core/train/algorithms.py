@@ -315,9 +315,12 @@ def _build_ppo(config: RunConfig, env: gym.Env, device: torch.device) -> tuple[A
         policy = ProbabilisticActorPolicy(
             actor=actor, dist_fn=dist_fn, action_space=act_space, deterministic_eval=True, action_bound_method="clip"
         )
-    _orthogonal_init(actor, critic)
+    if c.init != "default":
+        _orthogonal_init(actor, critic)
     if c.init == "ppo":
         _ppo_init(actor, critic)
+    if not discrete:
+        torch.nn.init.constant_(actor.sigma_param, c.log_std_init)  # type: ignore[union-attr]
     actor.to(device), critic.to(device)
     algo = GuidedPPO(
         policy=policy,
