@@ -35,6 +35,8 @@ PAPER = {
 
 
 def base_config(env: str, *, seed: int, steps: int, out: Path, methods=(), extra=None) -> dict:
+    """A run of the benchmark; its MAPPO settings are the factory floors' preset (``preset = "auto"``,
+    as in ``benchmarks/lcil.toml``)."""
     cfg = {
         "env": env,
         "steps": steps,
@@ -42,7 +44,6 @@ def base_config(env: str, *, seed: int, steps: int, out: Path, methods=(), extra
         "methods": list(methods),
         "out": str(out),
         "train": {"num_envs": 8, "epoch_steps": 5120, "test_episodes": 8, "num_test_envs": 8, "checkpoint": True},
-        "marl": {"steps_per_collect": 2048, "lr": 5e-4, "batch_size": 512, "repeat": 5},
         "llm": {"backend": "simulated", "cache": "off", "options": {"error_rate": 0.1, "invalid_rate": 0.05, "seed": seed}},
     }
     for k, v in (extra or {}).items():

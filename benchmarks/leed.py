@@ -46,7 +46,8 @@ def config(family: str, n: int, arm: str, *, seed: int, steps: int, out: Path, t
     env, kwargs = env_of(family, n)
     collect = max(1024, steps // 8)
     cfg: dict = {
-        "env": env, "env_kwargs": kwargs, "steps": steps, "seed": seed, "methods": [], "out": str(out),
+        # preset "none": these settings predate the MPE MAPPO preset; pinned so the committed results reproduce
+        "env": env, "env_kwargs": kwargs, "steps": steps, "seed": seed, "methods": [], "out": str(out), "preset": "none",
         "train": {"num_envs": 4, "epoch_steps": collect * 2, "test_episodes": test_episodes,
                   "num_test_envs": min(4, test_episodes), "checkpoint": False},
         "marl": {"steps_per_collect": collect, "batch_size": 512, "repeat": 4, "lr": 5e-4},
