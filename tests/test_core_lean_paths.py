@@ -6,9 +6,15 @@
   state afterwards (so the actions sampled next are the same too).
 - ``GuidedPPO``'s update (minibatches cut from the columns PPO reads, parameters to clip listed once)
   gives the same losses and the same weights as Tianshou's, bit for bit.
+- ``GuidedDQN``'s lean update (targets and losses from the buffer's arrays, no ``Batch``es) gives the
+  same losses, weights (target network and optimiser state included) and RNG states as Tianshou's
+  ``update``, bit for bit, for plain and double targets, Huber and squared loss, 1- and n-step
+  returns, with and without a target network; it leaves every other case to Tianshou.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -16,11 +22,12 @@ import torch
 from guidedrl_core_testkit import AlwaysAction, EpisodeRecorder, L2Loss, guided_algorithm
 from tianshou.algorithm import PPO
 from tianshou.algorithm.algorithm_base import Algorithm
-from tianshou.data import Batch, VectorReplayBuffer
+from tianshou.algorithm import DQN
+from tianshou.data import Batch, PrioritizedVectorReplayBuffer, VectorReplayBuffer
 from tianshou.utils.torch_utils import policy_within_training_step
 
 from guidedrl.train import numba_cache
-from guidedrl.train.algorithms import GuidedAlgorithmMixin, GuidedPPO
+from guidedrl.train.algorithms import GuidedAlgorithmMixin, GuidedDQN, GuidedPPO
 from guidedrl.train.collector import GuidedCollector, _stack_numeric_infos
 from guidedrl.train.hooks import HookSet
 from guidedrl.train.vector import make_vector_env
@@ -175,3 +182,85 @@ def test_guided_ppo_update_is_tianshous_bit_for_bit(tmp_path, monkeypatch, env, 
     assert any(not torch.equal(start[k], weights[k]) for k in start)  # it learnt something
     for key in start:
         assert torch.equal(weights[key], t_weights[key]), key
+
+
+def _rng_states(buffer) -> list:
+    return [b._random_state.get_state() for b in (buffer, *getattr(buffer, "buffers", ()))]
+
+
+@pytest.mark.parametrize(
+    "dqn",
+    [
+        # the CartPole preset's settings (plain target, Huber, clipped gradients), the target synced every 4 updates
+        {"double": False, "huber_delta": 1.0, "max_grad_norm": 10.0, "n_step": 1, "target_update_freq": 4},
+        {"double": True, "huber_delta": 0.0, "max_grad_norm": 0.0, "n_step": 3, "target_update_freq": 4},
+        {"double": True, "huber_delta": 1.0, "max_grad_norm": 0.0, "n_step": 1, "target_update_freq": 0},  # no target net
+        {"double": False, "huber_delta": 0.0, "max_grad_norm": 10.0, "n_step": 2, "target_update_freq": 0},
+    ],
+    ids=["preset", "double-mse-3step", "double-huber-no-target", "plain-mse-2step-no-target"],
+)
+def test_guided_dqn_update_is_tianshous_bit_for_bit(tmp_path, monkeypatch, dqn):
+    config = {"dqn": {"lr": 1e-3, "hidden": [32, 32], **dqn}}
+    lean, ctx = guided_algorithm(tmp_path / "lean", "dqn", "CartPole-v1", {}, **config)
+    plain, _ = guided_algorithm(tmp_path / "plain", "dqn", "CartPole-v1", {}, **config)
+    plain.lean_update = False
+    plain.load_state_dict(lean.state_dict())
+    start = {k: v.clone() for k, v in lean.state_dict().items() if isinstance(v, torch.Tensor)}
+    # 3 envs x 40 slots, 100-step collections: episodes end, the buffer wraps, episodes run unfinished
+    buffer = _collect(lean, ctx, lean=True, num_envs=3, per_env=40, n_step=100, calls=3, random_first=True)[0]
+    assert buffer.terminated.any() and len(buffer.unfinished_index())
+    nstep_calls = []
+    tianshou_nstep = Algorithm.compute_nstep_return
+    monkeypatch.setattr(DQN, "compute_nstep_return", staticmethod(lambda *a, **k: nstep_calls.append(1) or tianshou_nstep(*a, **k)))
+    results = []
+    for algorithm in (lean, plain):
+        buf = copy.deepcopy(buffer)
+        np.random.seed(5)
+        torch.manual_seed(5)
+        with policy_within_training_step(algorithm.policy):
+            assert algorithm._lean_update_applies(buf) is (algorithm is lean)
+            losses = [algorithm.update(buffer=buf, sample_size=16).get_loss_stats_dict() for _ in range(10)]
+        results.append((losses, algorithm.state_dict(), _rng_states(buf), np.random.get_state()[1], torch.get_rng_state()))
+    assert len(nstep_calls) == 10  # Tianshou's n-step targets ran for the plain algorithm only
+    (losses, weights, buf_rng, np_rng, torch_rng), (t_losses, t_weights, t_buf_rng, t_np_rng, t_torch_rng) = results
+    assert losses == t_losses
+    assert len(set(loss["loss"] for loss in losses)) > 1
+    assert any(not torch.equal(start[k], weights[k]) for k in start)  # it learnt something
+    for key in start:
+        assert torch.equal(weights[key], t_weights[key]), key
+    optim, t_optim = weights["_optimizers"][0]["state"], t_weights["_optimizers"][0]["state"]
+    for param in optim:
+        for key in optim[param]:
+            assert torch.equal(optim[param][key], t_optim[param][key]), (param, key)
+    for a, b in zip(buf_rng, t_buf_rng, strict=True):
+        np.testing.assert_array_equal(a[1], b[1])
+        assert a[2:] == b[2:]
+    np.testing.assert_array_equal(np_rng, t_np_rng)
+    assert torch.equal(torch_rng, t_torch_rng)
+    assert lean._iter == plain._iter == 10
+
+
+def test_guided_dqn_leaves_other_cases_to_tianshou(tmp_path):
+    algorithm, ctx = guided_algorithm(tmp_path / "a", "dqn", "CartPole-v1", {})
+    buffer = _collect(algorithm, ctx, lean=True, num_envs=2, per_env=30, n_step=40, calls=1, random_first=True)[0]
+    with policy_within_training_step(algorithm.policy):
+        assert algorithm._lean_update_applies(buffer)
+        assert not algorithm._lean_update_applies(VectorReplayBuffer(20, 2))  # empty
+        prioritized = PrioritizedVectorReplayBuffer(60, 2, alpha=0.6, beta=0.4)
+        prioritized.add(buffer[np.arange(2)], buffer_ids=[0, 1])
+        assert len(prioritized) and not algorithm._lean_update_applies(prioritized)  # weights in the loss, TD errors back
+        algorithm.lean_update = False
+        assert not algorithm._lean_update_applies(buffer)
+    assert not algorithm._lean_update_applies(buffer)
+    guided, _ = guided_algorithm(tmp_path / "b", "dqn", "CartPole-v1", {"l2": L2Loss(coef=1e-3)})
+    with policy_within_training_step(guided.policy):
+        assert not guided._lean_update_applies(buffer)  # update_policy reads the update's batch
+
+    class Subclass(GuidedDQN):
+        def _target_q(self, buffer, indices):
+            return super()._target_q(buffer, indices)
+
+    algorithm.__class__ = Subclass
+    algorithm.lean_update = True
+    with policy_within_training_step(algorithm.policy):
+        assert not algorithm._lean_update_applies(buffer)
