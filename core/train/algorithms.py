@@ -196,6 +196,7 @@ class GuidedDQN(GuidedAlgorithmMixin, DQN):
         super().__init__(**kwargs)
         self._modules_once = list(self.modules())  # fixed after construction; walked by every update otherwise
         self._plain = all(type(m) is type(self) or isinstance(m, _PLAIN_MODULES) for m in self._modules_once)
+        self._target_modules = list(self.model_old.module.modules()) if self.model_old is not None else []
         self._train_flags: list[bool] | None = None
 
     def _create_policy_optimizer(self, optim: Any) -> Algorithm.Optimizer:
@@ -245,7 +246,7 @@ class GuidedDQN(GuidedAlgorithmMixin, DQN):
             obs_next = buffer.get(after, "obs_next") if buffer._save_obs_next else buffer.get(buffer.next(after), "obs")
             if self.use_target_network:
                 online = model(obs_next)[0] if self.is_double else None
-                target = self.model_old(obs_next)[0]
+                target = self._target_net()(obs_next)[0]
             else:
                 online = target = model(obs_next)[0]
             if self.is_double:
@@ -273,6 +274,13 @@ class GuidedDQN(GuidedAlgorithmMixin, DQN):
             stats = SimpleLossTrainingStats(loss=loss.item())
         stats.train_time = time.time() - start_time
         return stats
+
+    def _target_net(self) -> torch.nn.Module:
+        """The target network: the wrapped network itself when all its modules are in eval mode (the
+        wrapper's forward calls its ``eval()``, a walk of the module tree, which changes nothing then)."""
+        if any(m.training for m in self._target_modules):
+            return self.model_old  # type: ignore[return-value]
+        return self.model_old.module  # type: ignore[union-attr]
 
     def _train_mode(self) -> contextlib.AbstractContextManager[None]:
         """Tianshou's ``torch_train_mode(self)``, or nothing when every module already has the flag
