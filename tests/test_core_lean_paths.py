@@ -10,6 +10,8 @@
   same losses, weights (target network and optimiser state included) and RNG states as Tianshou's
   ``update``, bit for bit, for plain and double targets, Huber and squared loss, 1- and n-step
   returns, with and without a target network; it leaves every other case to Tianshou.
+- Every guided algorithm's update skips Tianshou's ``train()`` switch when it would set no flag
+  (SAC's losses, weights and RNG states stay Tianshou's, bit for bit).
 """
 
 from __future__ import annotations
@@ -264,3 +266,50 @@ def test_guided_dqn_leaves_other_cases_to_tianshou(tmp_path):
     algorithm.lean_update = True
     with policy_within_training_step(algorithm.policy):
         assert not algorithm._lean_update_applies(buffer)
+
+
+@pytest.mark.parametrize("env", ["Pendulum-v1", "CartPole-v1"], ids=["sac", "discrete-sac"])
+def test_guided_sac_update_is_tianshous_bit_for_bit(tmp_path, monkeypatch, env):
+    config = {"sac": {"hidden": [32, 32], "auto_alpha": True}}
+    lean, ctx = guided_algorithm(tmp_path / "lean", "sac", env, {}, **config)
+    plain, _ = guided_algorithm(tmp_path / "plain", "sac", env, {}, **config)
+    plain.lean_update = False
+    plain.load_state_dict(lean.state_dict())
+    start = {k: v.clone() for k, v in lean.state_dict().items() if isinstance(v, torch.Tensor)}
+    buffer = _collect(lean, ctx, lean=True, num_envs=2, per_env=120, n_step=200, calls=1, random_first=True)[0]
+    train_calls = []
+    tianshou_train = torch.nn.Module.train
+    monkeypatch.setattr(torch.nn.Module, "train", lambda m, mode=True: train_calls.append(m) or tianshou_train(m, mode))
+    results = []
+    for algorithm in (lean, plain):
+        buf = copy.deepcopy(buffer)
+        np.random.seed(5)
+        torch.manual_seed(5)
+        train_calls.clear()
+        with policy_within_training_step(algorithm.policy):
+            losses = [algorithm.update(buffer=buf, sample_size=32).get_loss_stats_dict() for _ in range(6)]
+        # the lean path walks the module tree once (the first update records the flags), Tianshou's twice per update
+        results.append((losses, algorithm.state_dict(), _rng_states(buf), torch.get_rng_state(), sum(m is algorithm for m in train_calls)))
+    (losses, weights, buf_rng, torch_rng, switches), (t_losses, t_weights, t_buf_rng, t_torch_rng, t_switches) = results
+    assert (switches, t_switches) == (1, 12)
+    assert losses == t_losses
+    assert any(not torch.equal(start[k], weights[k]) for k in start)
+    for key in start:
+        assert torch.equal(weights[key], t_weights[key]), key
+    for a, b in zip(buf_rng, t_buf_rng, strict=True):
+        np.testing.assert_array_equal(a[1], b[1])
+    assert torch.equal(torch_rng, t_torch_rng)
+
+
+def test_train_mode_switch_still_switches_when_a_flag_changed(tmp_path):
+    algorithm, _ = guided_algorithm(tmp_path, "sac", "Pendulum-v1", {})
+    algorithm.train()
+    flags = [m.training for m in algorithm.modules()]
+    assert any(flags) and not all(flags)  # the target critics stay in eval mode
+    algorithm.policy.eval()  # e.g. a collector's torch_train_mode(policy, False)
+    algorithm.train()
+    assert [m.training for m in algorithm.modules()] == flags
+    algorithm.eval()
+    assert not any(m.training for m in algorithm.modules())
+    algorithm.train()
+    assert [m.training for m in algorithm.modules()] == flags
