@@ -1,9 +1,10 @@
 """guidedrl's faster paths through Tianshou give exactly Tianshou's results.
 
-- The training collector's lean step loop (``GuidedCollector.lean_steps``) stores what Tianshou's
-  ``Collector._collect`` stores: every buffer column, the episode returns, the stored indices each
-  transition is shaped at, the episodes handed to ``identify_critical_states`` and the torch RNG
-  state afterwards (so the actions sampled next are the same too).
+- The training collector's lean step loop (``GuidedCollector.lean_steps``; for DQN also its
+  Q-network actions without the policy's ``Batch``es) stores what Tianshou's ``Collector._collect``
+  stores: every buffer column, the episode returns, the stored indices each transition is shaped at,
+  the episodes handed to ``identify_critical_states`` and the torch RNG state afterwards (so the
+  actions sampled next are the same too).
 - ``GuidedPPO``'s update (minibatches cut from the columns PPO reads, parameters to clip listed once)
   gives the same losses and the same weights as Tianshou's, bit for bit.
 - ``GuidedDQN``'s lean update (targets and losses from the buffer's arrays, no ``Batch``es) gives the
@@ -88,6 +89,8 @@ def _assert_same_batch(a: Batch, b: Batch, where: str = "") -> None:
 )
 def test_lean_steps_store_what_tianshous_loop_stores(tmp_path, algo, env, plugins):
     algorithm, ctx = guided_algorithm(tmp_path, algo, env, plugins)
+    if algo == "dqn":
+        algorithm.policy.set_eps_training(0.3)  # greedy actions and noise (the preset starts at eps 1: all noise)
     # 3 envs and 100 steps per call: each call overshoots to 102, as Tianshou's does; 40 slots per env
     # make the buffer wrap around mid-episode
     kwargs = dict(num_envs=3, per_env=40, n_step=100, calls=4 if env == "CartPole-v1" else 8, random_first=algo == "dqn")
@@ -114,6 +117,18 @@ def test_lean_steps_store_what_tianshous_loop_stores(tmp_path, algo, env, plugin
         assert finished  # the step hook ran
         assert buffer.policy.advised[buffer.info.env_id == 1].all() and not buffer.policy.advised[buffer.info.env_id != 1].any()
     assert torch.equal(rng, t_rng)
+
+
+def test_q_network_actions_skip_the_policy_forward(tmp_path, monkeypatch):
+    # the DQN case above compares the actions (greedy ones and eps 0.3 noise) with Tianshou's loop
+    algorithm, ctx = guided_algorithm(tmp_path, "dqn", "CartPole-v1", {})
+    calls = []
+    forward = type(algorithm.policy).forward
+    monkeypatch.setattr(type(algorithm.policy), "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    _collect(algorithm, ctx, lean=True, num_envs=2, per_env=20, n_step=10, calls=1, random_first=False)
+    assert calls == []
+    _collect(algorithm, ctx, lean=False, num_envs=2, per_env=20, n_step=10, calls=1, random_first=False)
+    assert len(calls) == 5
 
 
 @pytest.mark.parametrize(
@@ -292,6 +307,7 @@ def test_guided_sac_update_is_tianshous_bit_for_bit(tmp_path, monkeypatch, env):
         results.append((losses, algorithm.state_dict(), _rng_states(buf), torch.get_rng_state(), sum(m is algorithm for m in train_calls)))
     (losses, weights, buf_rng, torch_rng, switches), (t_losses, t_weights, t_buf_rng, t_torch_rng, t_switches) = results
     assert (switches, t_switches) == (1, 12)
+    assert lean._modules_once == list(lean.modules())  # listed once the algorithm was complete
     assert losses == t_losses
     assert any(not torch.equal(start[k], weights[k]) for k in start)
     for key in start:

@@ -18,7 +18,6 @@ actions get Tianshou's DiscreteSAC), and the one place guidance enters updates.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
