@@ -228,7 +228,8 @@ def test_guided_dqn_update_is_tianshous_bit_for_bit(tmp_path, monkeypatch, dqn):
     assert buffer.terminated.any() and len(buffer.unfinished_index())
     nstep_calls = []
     tianshou_nstep = Algorithm.compute_nstep_return
-    monkeypatch.setattr(DQN, "compute_nstep_return", staticmethod(lambda *a, **k: nstep_calls.append(1) or tianshou_nstep(*a, **k)))
+    counted = staticmethod(lambda *a, **k: nstep_calls.append(1) or tianshou_nstep(*a, **k))
+    monkeypatch.setattr(DQN, "compute_nstep_return", counted)
     results = []
     for algorithm in (lean, plain):
         buf = copy.deepcopy(buffer)
@@ -304,7 +305,8 @@ def test_guided_sac_update_is_tianshous_bit_for_bit(tmp_path, monkeypatch, env):
         with policy_within_training_step(algorithm.policy):
             losses = [algorithm.update(buffer=buf, sample_size=32).get_loss_stats_dict() for _ in range(6)]
         # the lean path walks the module tree once (the first update records the flags), Tianshou's twice per update
-        results.append((losses, algorithm.state_dict(), _rng_states(buf), torch.get_rng_state(), sum(m is algorithm for m in train_calls)))
+        switches = sum(m is algorithm for m in train_calls)
+        results.append((losses, algorithm.state_dict(), _rng_states(buf), torch.get_rng_state(), switches))
     (losses, weights, buf_rng, torch_rng, switches), (t_losses, t_weights, t_buf_rng, t_torch_rng, t_switches) = results
     assert (switches, t_switches) == (1, 12)
     assert lean._modules_once == list(lean.modules())  # listed once the algorithm was complete
