@@ -1,14 +1,23 @@
 """guidedrl's faster paths through Tianshou give exactly Tianshou's results.
 
-- The training collector's lean step loop (``GuidedCollector.lean_steps``) stores what Tianshou's
-  ``Collector._collect`` stores: every buffer column, the episode returns, the stored indices each
-  transition is shaped at, the episodes handed to ``identify_critical_states`` and the torch RNG
-  state afterwards (so the actions sampled next are the same too).
+- The training collector's lean step loop (``GuidedCollector.lean_steps``; for DQN also its
+  Q-network actions without the policy's ``Batch``es) stores what Tianshou's ``Collector._collect``
+  stores: every buffer column, the episode returns, the stored indices each transition is shaped at,
+  the episodes handed to ``identify_critical_states`` and the torch RNG state afterwards (so the
+  actions sampled next are the same too).
 - ``GuidedPPO``'s update (minibatches cut from the columns PPO reads, parameters to clip listed once)
   gives the same losses and the same weights as Tianshou's, bit for bit.
+- ``GuidedDQN``'s lean update (targets and losses from the buffer's arrays, no ``Batch``es) gives the
+  same losses, weights (target network and optimiser state included) and RNG states as Tianshou's
+  ``update``, bit for bit, for plain and double targets, Huber and squared loss, 1- and n-step
+  returns, with and without a target network; it leaves every other case to Tianshou.
+- Every guided algorithm's update skips Tianshou's ``train()`` switch when it would set no flag
+  (SAC's losses, weights and RNG states stay Tianshou's, bit for bit).
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -16,11 +25,12 @@ import torch
 from guidedrl_core_testkit import AlwaysAction, EpisodeRecorder, L2Loss, guided_algorithm
 from tianshou.algorithm import PPO
 from tianshou.algorithm.algorithm_base import Algorithm
-from tianshou.data import Batch, VectorReplayBuffer
+from tianshou.algorithm import DQN
+from tianshou.data import Batch, PrioritizedVectorReplayBuffer, VectorReplayBuffer
 from tianshou.utils.torch_utils import policy_within_training_step
 
 from guidedrl.train import numba_cache
-from guidedrl.train.algorithms import GuidedAlgorithmMixin, GuidedPPO
+from guidedrl.train.algorithms import GuidedAlgorithmMixin, GuidedDQN, GuidedPPO
 from guidedrl.train.collector import GuidedCollector, _stack_numeric_infos
 from guidedrl.train.hooks import HookSet
 from guidedrl.train.vector import make_vector_env
@@ -79,6 +89,8 @@ def _assert_same_batch(a: Batch, b: Batch, where: str = "") -> None:
 )
 def test_lean_steps_store_what_tianshous_loop_stores(tmp_path, algo, env, plugins):
     algorithm, ctx = guided_algorithm(tmp_path, algo, env, plugins)
+    if algo == "dqn":
+        algorithm.policy.set_eps_training(0.3)  # greedy actions and noise (the preset starts at eps 1: all noise)
     # 3 envs and 100 steps per call: each call overshoots to 102, as Tianshou's does; 40 slots per env
     # make the buffer wrap around mid-episode
     kwargs = dict(num_envs=3, per_env=40, n_step=100, calls=4 if env == "CartPole-v1" else 8, random_first=algo == "dqn")
@@ -105,6 +117,18 @@ def test_lean_steps_store_what_tianshous_loop_stores(tmp_path, algo, env, plugin
         assert finished  # the step hook ran
         assert buffer.policy.advised[buffer.info.env_id == 1].all() and not buffer.policy.advised[buffer.info.env_id != 1].any()
     assert torch.equal(rng, t_rng)
+
+
+def test_q_network_actions_skip_the_policy_forward(tmp_path, monkeypatch):
+    # the DQN case above compares the actions (greedy ones and eps 0.3 noise) with Tianshou's loop
+    algorithm, ctx = guided_algorithm(tmp_path, "dqn", "CartPole-v1", {})
+    calls = []
+    forward = type(algorithm.policy).forward
+    monkeypatch.setattr(type(algorithm.policy), "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    _collect(algorithm, ctx, lean=True, num_envs=2, per_env=20, n_step=10, calls=1, random_first=False)
+    assert calls == []
+    _collect(algorithm, ctx, lean=False, num_envs=2, per_env=20, n_step=10, calls=1, random_first=False)
+    assert len(calls) == 5
 
 
 @pytest.mark.parametrize(
@@ -175,3 +199,135 @@ def test_guided_ppo_update_is_tianshous_bit_for_bit(tmp_path, monkeypatch, env, 
     assert any(not torch.equal(start[k], weights[k]) for k in start)  # it learnt something
     for key in start:
         assert torch.equal(weights[key], t_weights[key]), key
+
+
+def _rng_states(buffer) -> list:
+    return [b._random_state.get_state() for b in (buffer, *getattr(buffer, "buffers", ()))]
+
+
+@pytest.mark.parametrize(
+    "dqn",
+    [
+        # the CartPole preset's settings (plain target, Huber, clipped gradients), the target synced every 4 updates
+        {"double": False, "huber_delta": 1.0, "max_grad_norm": 10.0, "n_step": 1, "target_update_freq": 4},
+        {"double": True, "huber_delta": 0.0, "max_grad_norm": 0.0, "n_step": 3, "target_update_freq": 4},
+        {"double": True, "huber_delta": 1.0, "max_grad_norm": 0.0, "n_step": 1, "target_update_freq": 0},  # no target net
+        {"double": False, "huber_delta": 0.0, "max_grad_norm": 10.0, "n_step": 2, "target_update_freq": 0},
+    ],
+    ids=["preset", "double-mse-3step", "double-huber-no-target", "plain-mse-2step-no-target"],
+)
+def test_guided_dqn_update_is_tianshous_bit_for_bit(tmp_path, monkeypatch, dqn):
+    config = {"dqn": {"lr": 1e-3, "hidden": [32, 32], **dqn}}
+    lean, ctx = guided_algorithm(tmp_path / "lean", "dqn", "CartPole-v1", {}, **config)
+    plain, _ = guided_algorithm(tmp_path / "plain", "dqn", "CartPole-v1", {}, **config)
+    plain.lean_update = False
+    plain.load_state_dict(lean.state_dict())
+    start = {k: v.clone() for k, v in lean.state_dict().items() if isinstance(v, torch.Tensor)}
+    # 3 envs x 40 slots, 100-step collections: episodes end, the buffer wraps, episodes run unfinished
+    buffer = _collect(lean, ctx, lean=True, num_envs=3, per_env=40, n_step=100, calls=3, random_first=True)[0]
+    assert buffer.terminated.any() and len(buffer.unfinished_index())
+    nstep_calls = []
+    tianshou_nstep = Algorithm.compute_nstep_return
+    counted = staticmethod(lambda *a, **k: nstep_calls.append(1) or tianshou_nstep(*a, **k))
+    monkeypatch.setattr(DQN, "compute_nstep_return", counted)
+    results = []
+    for algorithm in (lean, plain):
+        buf = copy.deepcopy(buffer)
+        np.random.seed(5)
+        torch.manual_seed(5)
+        with policy_within_training_step(algorithm.policy):
+            assert algorithm._lean_update_applies(buf) is (algorithm is lean)
+            losses = [algorithm.update(buffer=buf, sample_size=16).get_loss_stats_dict() for _ in range(10)]
+        results.append((losses, algorithm.state_dict(), _rng_states(buf), np.random.get_state()[1], torch.get_rng_state()))
+    assert len(nstep_calls) == 10  # Tianshou's n-step targets ran for the plain algorithm only
+    (losses, weights, buf_rng, np_rng, torch_rng), (t_losses, t_weights, t_buf_rng, t_np_rng, t_torch_rng) = results
+    assert losses == t_losses
+    assert len(set(loss["loss"] for loss in losses)) > 1
+    assert any(not torch.equal(start[k], weights[k]) for k in start)  # it learnt something
+    for key in start:
+        assert torch.equal(weights[key], t_weights[key]), key
+    optim, t_optim = weights["_optimizers"][0]["state"], t_weights["_optimizers"][0]["state"]
+    for param in optim:
+        for key in optim[param]:
+            assert torch.equal(optim[param][key], t_optim[param][key]), (param, key)
+    for a, b in zip(buf_rng, t_buf_rng, strict=True):
+        np.testing.assert_array_equal(a[1], b[1])
+        assert a[2:] == b[2:]
+    np.testing.assert_array_equal(np_rng, t_np_rng)
+    assert torch.equal(torch_rng, t_torch_rng)
+    assert lean._iter == plain._iter == 10
+
+
+def test_guided_dqn_leaves_other_cases_to_tianshou(tmp_path):
+    algorithm, ctx = guided_algorithm(tmp_path / "a", "dqn", "CartPole-v1", {})
+    buffer = _collect(algorithm, ctx, lean=True, num_envs=2, per_env=30, n_step=40, calls=1, random_first=True)[0]
+    with policy_within_training_step(algorithm.policy):
+        assert algorithm._lean_update_applies(buffer)
+        assert not algorithm._lean_update_applies(VectorReplayBuffer(20, 2))  # empty
+        prioritized = PrioritizedVectorReplayBuffer(60, 2, alpha=0.6, beta=0.4)
+        prioritized.add(buffer[np.arange(2)], buffer_ids=[0, 1])
+        assert len(prioritized) and not algorithm._lean_update_applies(prioritized)  # weights in the loss, TD errors back
+        algorithm.lean_update = False
+        assert not algorithm._lean_update_applies(buffer)
+    assert not algorithm._lean_update_applies(buffer)
+    guided, _ = guided_algorithm(tmp_path / "b", "dqn", "CartPole-v1", {"l2": L2Loss(coef=1e-3)})
+    with policy_within_training_step(guided.policy):
+        assert not guided._lean_update_applies(buffer)  # update_policy reads the update's batch
+
+    class Subclass(GuidedDQN):
+        def _target_q(self, buffer, indices):
+            return super()._target_q(buffer, indices)
+
+    algorithm.__class__ = Subclass
+    algorithm.lean_update = True
+    with policy_within_training_step(algorithm.policy):
+        assert not algorithm._lean_update_applies(buffer)
+
+
+@pytest.mark.parametrize("env", ["Pendulum-v1", "CartPole-v1"], ids=["sac", "discrete-sac"])
+def test_guided_sac_update_is_tianshous_bit_for_bit(tmp_path, monkeypatch, env):
+    config = {"sac": {"hidden": [32, 32], "auto_alpha": True}}
+    lean, ctx = guided_algorithm(tmp_path / "lean", "sac", env, {}, **config)
+    plain, _ = guided_algorithm(tmp_path / "plain", "sac", env, {}, **config)
+    plain.lean_update = False
+    plain.load_state_dict(lean.state_dict())
+    start = {k: v.clone() for k, v in lean.state_dict().items() if isinstance(v, torch.Tensor)}
+    buffer = _collect(lean, ctx, lean=True, num_envs=2, per_env=120, n_step=200, calls=1, random_first=True)[0]
+    train_calls = []
+    tianshou_train = torch.nn.Module.train
+    monkeypatch.setattr(torch.nn.Module, "train", lambda m, mode=True: train_calls.append(m) or tianshou_train(m, mode))
+    results = []
+    for algorithm in (lean, plain):
+        buf = copy.deepcopy(buffer)
+        np.random.seed(5)
+        torch.manual_seed(5)
+        train_calls.clear()
+        with policy_within_training_step(algorithm.policy):
+            losses = [algorithm.update(buffer=buf, sample_size=32).get_loss_stats_dict() for _ in range(6)]
+        # the lean path walks the module tree once (the first update records the flags), Tianshou's twice per update
+        switches = sum(m is algorithm for m in train_calls)
+        results.append((losses, algorithm.state_dict(), _rng_states(buf), torch.get_rng_state(), switches))
+    (losses, weights, buf_rng, torch_rng, switches), (t_losses, t_weights, t_buf_rng, t_torch_rng, t_switches) = results
+    assert (switches, t_switches) == (1, 12)
+    assert lean._modules_once == list(lean.modules())  # listed once the algorithm was complete
+    assert losses == t_losses
+    assert any(not torch.equal(start[k], weights[k]) for k in start)
+    for key in start:
+        assert torch.equal(weights[key], t_weights[key]), key
+    for a, b in zip(buf_rng, t_buf_rng, strict=True):
+        np.testing.assert_array_equal(a[1], b[1])
+    assert torch.equal(torch_rng, t_torch_rng)
+
+
+def test_train_mode_switch_still_switches_when_a_flag_changed(tmp_path):
+    algorithm, _ = guided_algorithm(tmp_path, "sac", "Pendulum-v1", {})
+    algorithm.train()
+    flags = [m.training for m in algorithm.modules()]
+    assert any(flags) and not all(flags)  # the target critics stay in eval mode
+    algorithm.policy.eval()  # e.g. a collector's torch_train_mode(policy, False)
+    algorithm.train()
+    assert [m.training for m in algorithm.modules()] == flags
+    algorithm.eval()
+    assert not any(m.training for m in algorithm.modules())
+    algorithm.train()
+    assert [m.training for m in algorithm.modules()] == flags

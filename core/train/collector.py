@@ -7,11 +7,13 @@ from copy import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
 from tianshou.data import Batch, Collector
 
 # Tianshou's own helpers (private; tianshou is pinned to 2.0.x in pyproject.toml)
 from tianshou.data.collector import _dict_of_arr_to_arr_of_dicts, _HACKY_create_info_batch
 from tianshou.data.utils.converter import to_numpy
+from tianshou.utils.net.common import Net
 
 from guidedrl import guidance
 from guidedrl.train import hooks
@@ -37,7 +39,8 @@ class GuidedCollector(Collector):
 
     lean_steps = True
     """``collect(n_step=...)`` runs :meth:`_collect_steps` (the same buffer contents, returns and RNG
-    draws as Tianshou's ``_collect``, less Python per step); ``False``: Tianshou's loop."""
+    draws as Tianshou's ``_collect``, less Python per step), and a Q-network's actions skip the
+    policy's ``Batch``es (:meth:`_q_policy_action`); ``False``: Tianshou's loop and forward pass."""
 
     def __init__(self, *args: Any, ctx: RunContext, hook_set: hooks.HookSet, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,6 +53,7 @@ class GuidedCollector(Collector):
         self._steps_seen = 0
         self._new: list[np.ndarray] = []
         self._info_cache: tuple[np.ndarray, Batch] | None = None
+        self._plain_q = type(self.policy) is DiscreteQLearningPolicy and type(self.policy.model) is Net
         if hook_set.critical_states:
             self.set_on_step_hook(self._record_step)
 
@@ -98,6 +102,8 @@ class GuidedCollector(Collector):
         """Tianshou's ``Collector._compute_action_policy_hidden`` for policy actions, line for line,
         except that the info rows reach the policy through :meth:`_info_batch` (Tianshou rebuilds
         the Batch from the dicts on every step, Python time that grows with the number of envs)."""
+        if self.lean_steps and self._plain_q and last_hidden_state_RH is None and isinstance(last_obs_RO, np.ndarray):
+            return self._q_policy_action(last_obs_RO)
         obs_batch_R = Batch(obs=last_obs_RO, info=self._info_batch(last_info_R))
         act_batch_RA = self.policy(obs_batch_R, last_hidden_state_RH)
         act_RA = to_numpy(act_batch_RA.act)
@@ -114,6 +120,17 @@ class GuidedCollector(Collector):
             act=act_RA, act_normalized=act_normalized_RA, policy_entry=policy_R, dist=act_batch_RA.get("dist"),
             hidden_state=hidden_state_RH,
         )
+
+    def _q_policy_action(self, obs_RO: np.ndarray) -> Batch:
+        """:meth:`_policy_action` for Tianshou's Q-learning policy on a ``Net`` and array observations
+        (no action mask): ``DiscreteQLearningPolicy.forward`` is the network's argmax, which the ``Net``
+        computes without the info rows; the same exploration noise (Tianshou's, same draws). Hand-written
+        to skip the ``Batch``es around the network's input and output on every env step."""
+        policy = self.policy
+        act_RA = to_numpy(policy.model(obs_RO)[0].argmax(dim=1))
+        if self.exploration_noise:
+            act_RA = policy.add_exploration_noise(act_RA, Batch(obs=obs_RO))
+        return Batch(act=act_RA, act_normalized=policy.map_action(act_RA), policy_entry=Batch(), dist=None, hidden_state=None)
 
     def _info_batch(self, info_R: np.ndarray) -> Batch:
         """The info rows as the policy's ``batch.info``: what Tianshou's ``_HACKY_create_info_batch``
