@@ -303,7 +303,8 @@ def test_check_losses_names_the_method_whose_bonus_reached_the_update(tmp_path):
     ],
 )
 def test_huge_or_nan_bonuses_stop_the_run_before_a_checkpoint_holds_garbage(tmp_path, algo, bonus, match):
-    over = {"ppo": {"steps_per_collect": 256}} if algo == "ppo" else {"dqn": {"start_steps": 256, "batch_size": 32}}
+    # DQN with the squared error: the preset's Huber loss keeps a 1e30 bonus's loss finite (see below)
+    over = {"ppo": {"steps_per_collect": 256}} if algo == "ppo" else {"dqn": {"start_steps": 256, "batch_size": 32, "huber_delta": 0.0}}
     cfg = tiny_ppo(tmp_path / "run", algo=algo, steps=1024, methods=["shaper"], train={"epoch_steps": 256}, **over)
     with pytest.raises(HookError, match="method 'shaper', " + match):
         train(from_dict(cfg), extra_plugins={"shaper": Bonus(lambda n: np.full(n, bonus))})
@@ -314,6 +315,20 @@ def test_huge_or_nan_bonuses_stop_the_run_before_a_checkpoint_holds_garbage(tmp_
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["learner"]["algorithm"]
         assert all(torch.isfinite(v).all() for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
+
+
+def test_huge_bonus_under_dqns_huber_loss_keeps_weights_finite(tmp_path):
+    """The Huber loss is linear in the TD error and the preset clips gradients, so a 1e30 bonus gives
+    a large but finite loss: the run goes on (nothing non-finite to stop for) and its checkpoint
+    holds finite weights."""
+    cfg = tiny_ppo(tmp_path / "run", algo="dqn", steps=1024, methods=["shaper"], train={"epoch_steps": 256},
+                   dqn={"start_steps": 256, "batch_size": 32})
+    config = from_dict(cfg)
+    assert config.dqn.huber_delta == 1.0 and config.dqn.max_grad_norm == 10.0  # the CartPole DQN preset
+    train(config, extra_plugins={"shaper": Bonus(lambda n: np.full(n, 1e30))})
+    assert read_json(tmp_path / "run" / "summary.json")["status"] == "finished"
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)["learner"]["algorithm"]
+    assert all(torch.isfinite(v).all() for v in state.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
 
 
 # -- multi-agent: the same checks, naming the agent -------------------------------------------------

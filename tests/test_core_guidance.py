@@ -285,11 +285,15 @@ def test_mixed_buffer_weights_and_priorities():
     assert w[0] < w[1]  # ... and its importance weight is the smaller one
 
 
-def test_mixed_buffer_weights_reach_the_dqn_loss(tmp_path):
-    """Zero weight: the sampled rows give no gradient; weight 1: they train the Q-network."""
+@pytest.mark.parametrize("huber_delta", [1.0, 0.0], ids=["huber", "mse"])
+def test_mixed_buffer_weights_reach_the_dqn_loss(tmp_path, huber_delta):
+    """Zero weight: the sampled rows give no gradient; weight 1: they train the Q-network. With either
+    loss (Tianshou's Huber loss drops the weights; GuidedDQN keeps them)."""
     changed = {}
     for weight in (0.0, 1.0):
-        algorithm, ctx = guided_algorithm(tmp_path / str(weight), "dqn", "CartPole-v1", {}, dqn={"n_step": 1, "target_update_freq": 0})
+        algorithm, ctx = guided_algorithm(
+            tmp_path / str(weight), "dqn", "CartPole-v1", {}, dqn={"n_step": 1, "target_update_freq": 0, "huber_delta": huber_delta}
+        )
         buffer = _mixed_with_data(1.0, second_weight=weight)  # every sampled row from the second source
         before = [p.detach().clone() for p in algorithm.policy.parameters()]
         with policy_within_training_step(algorithm.policy):

@@ -293,6 +293,23 @@ class GuidedDQN(GuidedAlgorithmMixin, DQN):
         stats.train_time = time.time() - start_time
         return stats
 
+    def _update_with_batch(self, batch: Any) -> SimpleLossTrainingStats:
+        """Tianshou's, except that the Huber loss keeps a weighted buffer's per-row weights (prioritised
+        replay's importance weights, a mixed buffer's source weights): Tianshou's Huber branch drops
+        them, its squared-error branch applies them. Unweighted batches take Tianshou's code."""
+        if self.huber_loss_delta is None or "weight" not in batch.get_keys():
+            return super()._update_with_batch(batch)
+        self._periodically_update_lagged_network_weights()
+        weight = batch.pop("weight")
+        q = self.policy(batch).logits
+        q = q[np.arange(len(q)), batch.act]
+        returns = to_torch_as(batch.returns.flatten(), q)
+        per_row = torch.nn.functional.huber_loss(q, returns, delta=self.huber_loss_delta, reduction="none")
+        loss = (per_row * to_torch_as(weight, q)).mean()
+        batch.weight = returns - q  # the TD errors a prioritised buffer's priorities are updated from
+        self.optim.step(loss)
+        return SimpleLossTrainingStats(loss=loss.item())
+
     def _target_net(self) -> torch.nn.Module:
         """The target network: the wrapped network itself when all its modules are in eval mode (the
         wrapper's forward calls its ``eval()``, a walk of the module tree, which changes nothing then)."""
