@@ -282,12 +282,7 @@ class GuidedDQN(GuidedAlgorithmMixin, DQN):
             q = model(buffer.get(indices, "obs"))[0]
             q = q[np.arange(len(q)), buffer.act[indices]]
             returns = to_torch_as(returns.flatten(), q)
-            if self.huber_loss_delta is not None:
-                loss = torch.nn.functional.huber_loss(
-                    q.reshape(-1, 1), returns.reshape(-1, 1), delta=self.huber_loss_delta, reduction="mean"
-                )
-            else:
-                loss = ((returns - q).pow(2) * 1.0).mean()
+            loss = self._td_loss(q, returns)
             self.optim.step(loss)
             stats = SimpleLossTrainingStats(loss=loss.item())
         stats.train_time = time.time() - start_time
@@ -304,11 +299,22 @@ class GuidedDQN(GuidedAlgorithmMixin, DQN):
         q = self.policy(batch).logits
         q = q[np.arange(len(q)), batch.act]
         returns = to_torch_as(batch.returns.flatten(), q)
-        per_row = torch.nn.functional.huber_loss(q, returns, delta=self.huber_loss_delta, reduction="none")
-        loss = (per_row * to_torch_as(weight, q)).mean()
+        loss = self._td_loss(q, returns, to_torch_as(weight, q))
         batch.weight = returns - q  # the TD errors a prioritised buffer's priorities are updated from
         self.optim.step(loss)
         return SimpleLossTrainingStats(loss=loss.item())
+
+    def _td_loss(self, q: torch.Tensor, returns: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``DQN._update_with_batch``'s loss, term for term (the lean update's and the weighted Huber
+        update's): squared error times the rows' weights, or the Huber loss, per row times the weights
+        when there are any (Tianshou's Huber branch has none)."""
+        if self.huber_loss_delta is None:
+            return ((returns - q).pow(2) * (1.0 if weight is None else weight)).mean()
+        if weight is None:
+            return torch.nn.functional.huber_loss(
+                q.reshape(-1, 1), returns.reshape(-1, 1), delta=self.huber_loss_delta, reduction="mean"
+            )
+        return (torch.nn.functional.huber_loss(q, returns, delta=self.huber_loss_delta, reduction="none") * weight).mean()
 
     def _target_net(self) -> torch.nn.Module:
         """The target network: the wrapped network itself when all its modules are in eval mode (the
